@@ -1,0 +1,38 @@
+//! Shared foundations of diffbir-rs.
+//!
+//! Everything the model crates and the pipeline have in common:
+//!
+//! - [`image`]: image files ⇄ `[B, 3, H, W]` tensors in `[0, 1]`, with atomic writes;
+//! - [`checkpoint`] and [`weights`]: reading `.safetensors`/`.pth`/`.ckpt` files and loading
+//!   them strictly into burn modules through per-model [`KeyMap`]s;
+//! - [`noise`]: seeded, backend-independent noise that can replay recorded draws;
+//! - [`color`]: the wavelet and AdaIN colour fixes;
+//! - [`tiling`]: sliding windows, Gaussian weights and tiled evaluation;
+//! - [`device`]: turning `cpu`, `wgpu` or `cuda:1` into a burn `Device`;
+//! - [`Error`]: one error type, sorted by whose fault a failure is.
+//!
+//! ```no_run
+//! use diffbir_core::{device::parse_device, image, color::ColorFix};
+//!
+//! let device = parse_device("cpu")?;
+//! let (x, meta) = image::read_image("photo.png", &image::ReadOptions::default(), &device)?;
+//! let fixed = ColorFix::Wavelet.apply(x.clone(), x);
+//! let out = image::tensor_to_image(fixed.squeeze_dim(0), meta.alpha.as_ref(), &image::SaveOptions::like(&meta));
+//! image::save_image("out.png", &out)?;
+//! # Ok::<(), diffbir_core::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod color;
+pub mod device;
+mod error;
+pub mod image;
+pub mod noise;
+pub mod tiling;
+pub mod weights;
+
+pub use checkpoint::{Checkpoint, CheckpointFormat, TensorInfo};
+pub use error::{Error, Fault, Result};
+pub use noise::NoiseSource;
+pub use weights::{KeyMap, KeyRule, LoadReport, apply_checkpoint, load_into};

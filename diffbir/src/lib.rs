@@ -1,0 +1,30 @@
+//! DiffBIR blind image restoration in Rust.
+//!
+//! This is the crate applications depend on. It re-exports the component crates and holds
+//! what wires them together:
+//!
+//! - [`core`]: images ⇄ tensors, checkpoints and key maps, seeded noise, colour fixes, tiling,
+//!   device selection;
+//! - [`rm`]: stage-1 restoration networks;
+//! - [`ldm`]: Stable Diffusion 2.1 parts;
+//! - [`controlnet`]: the IRControlNet;
+//! - [`sampler`]: noise schedules and samplers;
+//! - [`zoo`]: the model architectures that checkpoints can be verified against.
+//!
+//! Library users turn the default features (the command-line program and the CPU backend)
+//! off and pick a backend themselves:
+//!
+//! ```toml
+//! diffbir = { version = "0.1", default-features = false, features = ["flex"] }
+//! ```
+#![warn(missing_docs)]
+
+pub use diffbir_controlnet as controlnet;
+pub use diffbir_core as core;
+pub use diffbir_ldm as ldm;
+pub use diffbir_rm as rm;
+pub use diffbir_sampler as sampler;
+
+pub mod zoo;
+
+pub use diffbir_core::{Error, Result};

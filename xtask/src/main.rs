@@ -1,0 +1,64 @@
+//! `cargo xtask`: developer tasks of diffbir-rs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use diffbir_core::device::DeviceSpec;
+use xtask::parity;
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about = "Developer tasks of diffbir-rs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run reference cases produced by the original PyTorch code and compare the outputs.
+    Parity {
+        /// Folder of cases (`NAME.json` + `NAME.io.safetensors` + weight files).
+        #[arg(long)]
+        fixtures: PathBuf,
+        /// Only run cases whose name contains this text (repeatable: any of them).
+        #[arg(long)]
+        case: Vec<String>,
+        /// Device to run on: cpu, wgpu, vulkan, cuda, cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Also fail when a case is not supported by this build.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+fn main() -> Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Parity {
+            fixtures,
+            case,
+            device,
+            strict,
+        } => {
+            let device = device.parse::<DeviceSpec>()?.device()?;
+            let reports = parity::run_dir(&fixtures, &case, &device)?;
+            for r in &reports {
+                println!("{r}");
+            }
+            let totals = parity::totals(&reports);
+            println!("{totals}");
+            let ok =
+                totals.failed == 0 && (!strict || totals.unsupported == 0) && !reports.is_empty();
+            if reports.is_empty() {
+                eprintln!("no case found in {}", fixtures.display());
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

@@ -70,7 +70,7 @@ pub fn sliding_windows(h: usize, w: usize, size: usize, stride: usize) -> Result
     }
     let starts = |n: usize| {
         let mut v: Vec<usize> = (0..=n - size).step_by(stride).collect();
-        if (n - size) % stride != 0 {
+        if !(n - size).is_multiple_of(stride) {
             v.push(n - size);
         }
         v

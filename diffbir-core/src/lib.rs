@@ -5,10 +5,12 @@
 //! - [`image`]: image files ⇄ `[B, 3, H, W]` tensors in `[0, 1]`, with atomic writes;
 //! - [`checkpoint`] and [`weights`]: reading `.safetensors`/`.pth`/`.ckpt` files and loading
 //!   them strictly into burn modules through per-model [`KeyMap`]s;
+//! - [`save`]: writing PyTorch-format and `.safetensors` checkpoints;
 //! - [`noise`]: seeded, backend-independent noise that can replay recorded draws;
 //! - [`color`]: the wavelet and AdaIN colour fixes;
 //! - [`tiling`]: sliding windows, Gaussian weights and tiled evaluation;
 //! - [`device`]: turning `cpu`, `wgpu` or `cuda:1` into a burn `Device`;
+//! - [`precision`]: f32, f16 or bf16 inference (weights cast after loading);
 //! - [`Error`]: one error type, sorted by whose fault a failure is.
 //!
 //! ```no_run
@@ -29,10 +31,13 @@ pub mod device;
 mod error;
 pub mod image;
 pub mod noise;
+pub mod precision;
+pub mod save;
 pub mod tiling;
 pub mod weights;
 
 pub use checkpoint::{Checkpoint, CheckpointFormat, TensorInfo};
 pub use error::{Error, Fault, Result};
 pub use noise::NoiseSource;
+pub use precision::{Precision, cast_module};
 pub use weights::{KeyMap, KeyRule, LoadReport, apply_checkpoint, load_into};

@@ -6,7 +6,11 @@
 //! are added.
 
 use burn::tensor::Device;
-use diffbir_core::{Checkpoint, Error, LoadReport, Result};
+use diffbir_core::{Checkpoint, Error, KeyMap, LoadReport, Result, apply_checkpoint};
+use diffbir_rm::rrdbnet::BSRNET_KEYS;
+use diffbir_rm::scunet::SCUNET_KEYS;
+use diffbir_rm::swinir::{SWINIR_FACE_KEYS, SWINIR_GENERAL_KEYS, SWINIR_REALESRGAN_KEYS};
+use diffbir_rm::{RrdbNetConfig, ScuNetConfig, SwinIrConfig};
 
 /// One verifiable model architecture.
 #[derive(Debug, Clone, Copy)]
@@ -20,9 +24,41 @@ pub struct ModelEntry {
     pub apply: fn(&Checkpoint, &Device) -> Result<LoadReport>,
 }
 
+fn swinir(checkpoint: &Checkpoint, device: &Device, map: &KeyMap) -> Result<LoadReport> {
+    apply_checkpoint(&mut SwinIrConfig::diffbir().init(device), checkpoint, map)
+}
+
+const MODELS: &[ModelEntry] = &[
+    ModelEntry {
+        name: "swinir-general",
+        description: "stage-1 SwinIR of DiffBIR v1 (general_swinir_v1.ckpt)",
+        apply: |c, d| swinir(c, d, &SWINIR_GENERAL_KEYS),
+    },
+    ModelEntry {
+        name: "swinir-face",
+        description: "stage-1 SwinIR for faces (face_swinir_v1.ckpt)",
+        apply: |c, d| swinir(c, d, &SWINIR_FACE_KEYS),
+    },
+    ModelEntry {
+        name: "swinir-realesrgan",
+        description: "stage-1 SwinIR of DiffBIR v2.1 (realesrgan_s4_swinir_100k.pth)",
+        apply: |c, d| swinir(c, d, &SWINIR_REALESRGAN_KEYS),
+    },
+    ModelEntry {
+        name: "bsrnet",
+        description: "stage-1 BSRNet / RRDBNet x4 of DiffBIR v2 (BSRNet.pth)",
+        apply: |c, d| apply_checkpoint(&mut RrdbNetConfig::bsrnet().init(d), c, &BSRNET_KEYS),
+    },
+    ModelEntry {
+        name: "scunet",
+        description: "stage-1 SCUNet-PSNR of DiffBIR v2 (scunet_color_real_psnr.pth)",
+        apply: |c, d| apply_checkpoint(&mut ScuNetConfig::scunet_psnr().init(d), c, &SCUNET_KEYS),
+    },
+];
+
 /// Every architecture this build can verify.
 pub fn models() -> &'static [ModelEntry] {
-    &[]
+    MODELS
 }
 
 /// Looks a model up by name.

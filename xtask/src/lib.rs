@@ -1,5 +1,8 @@
 //! Developer tasks of diffbir-rs, run as `cargo xtask <command>`.
 //!
-//! - `parity`: runs the reference cases of a fixtures folder against this implementation.
+//! - `parity`: runs the reference cases of a fixtures folder against this implementation;
+//! - `fake-checkpoint`: writes a random-weight checkpoint in an official on-disk layout from a
+//!   key manifest.
 
+pub mod fake_checkpoint;
 pub mod parity;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use diffbir_core::device::DeviceSpec;
-use xtask::parity;
+use xtask::{fake_checkpoint, parity};
 
 #[derive(Parser, Debug)]
 #[command(name = "cargo xtask", about = "Developer tasks of diffbir-rs")]
@@ -31,6 +31,22 @@ enum Command {
         /// Also fail when a case is not supported by this build.
         #[arg(long)]
         strict: bool,
+    },
+    /// Write a random-weight checkpoint with every tensor of a key manifest, in the on-disk
+    /// layout of an official file.
+    FakeCheckpoint {
+        /// Key manifest (`manifests/*.json` of the fixtures).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// On-disk layout of the official file.
+        #[arg(long, value_enum)]
+        layout: fake_checkpoint::Layout,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the random values.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
 }
 
@@ -59,6 +75,16 @@ fn main() -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::FakeCheckpoint {
+            manifest,
+            layout,
+            out,
+            seed,
+        } => {
+            let n = fake_checkpoint::write(&manifest, layout, &out, seed)?;
+            println!("wrote {n} tensors to {}", out.display());
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -7,7 +7,9 @@
 
 mod core_cases;
 pub mod fixture;
+mod stage1;
 mod standin;
+mod weights;
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -50,6 +52,9 @@ fn builder(name: &str) -> Option<Builder> {
     Some(match name {
         "colorfix" => core_cases::colorfix,
         "tiled_windows" => core_cases::tiled_windows,
+        "swinir_forward" => stage1::swinir,
+        "rrdbnet_forward" => stage1::rrdbnet,
+        "scunet_forward" => stage1::scunet,
         _ => return None,
     })
 }

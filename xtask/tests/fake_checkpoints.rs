@@ -1,0 +1,108 @@
+//! Random-weight checkpoints in the official on-disk layouts load completely into the
+//! official architectures (the path behind `diffbir weights verify`).
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use xtask::fake_checkpoint::{self, Layout};
+
+fn manifests() -> PathBuf {
+    let dir = std::env::var_os("DIFFBIR_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"))
+        .join("manifests");
+    assert!(
+        dir.is_dir(),
+        "the key manifests are missing: expected them at {}",
+        dir.display()
+    );
+    dir
+}
+
+fn verify(manifest: &str, layout: Layout, model: &str, file: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(file);
+    let written = fake_checkpoint::write(&manifests().join(manifest), layout, &out, 7).unwrap();
+    let report = diffbir::zoo::verify(&out, model, &Device::flex()).unwrap();
+    assert!(report.is_complete(), "{model} from {file}: {report:?}");
+    assert_eq!(
+        report.applied.len() + report.dropped.len(),
+        written,
+        "{model}"
+    );
+    report.to_string()
+}
+
+#[test]
+fn swinir_checkpoints_in_their_official_layouts() {
+    // 660 parameters; the 72 buffers (relative position indices, shift masks) are recomputed.
+    let expected = "mapped 660 tensors, 0 missing, 0 unused";
+    assert_eq!(
+        verify(
+            "swinir.json",
+            Layout::Lightning,
+            "swinir-general",
+            "general_swinir_v1.ckpt"
+        ),
+        expected
+    );
+    assert_eq!(
+        verify(
+            "swinir.json",
+            Layout::Lightning,
+            "swinir-face",
+            "face_swinir_v1.ckpt"
+        ),
+        expected
+    );
+    assert_eq!(
+        verify(
+            "swinir.json",
+            Layout::StateDict,
+            "swinir-realesrgan",
+            "realesrgan_s4_swinir_100k.pth"
+        ),
+        expected
+    );
+}
+
+#[test]
+fn bsrnet_and_scunet_checkpoints_in_their_official_layouts() {
+    assert_eq!(
+        verify("bsrnet.json", Layout::StateDict, "bsrnet", "BSRNet.pth"),
+        "mapped 702 tensors, 0 missing, 0 unused"
+    );
+    assert_eq!(
+        verify(
+            "scunet.json",
+            Layout::StateDict,
+            "scunet",
+            "scunet_color_real_psnr.pth"
+        ),
+        "mapped 540 tensors, 0 missing, 0 unused"
+    );
+    // DataParallel prefixes and safetensors copies load the same way.
+    verify(
+        "bsrnet.json",
+        Layout::DataParallel,
+        "bsrnet",
+        "bsrnet_dp.pth",
+    );
+    verify(
+        "scunet.json",
+        Layout::Safetensors,
+        "scunet",
+        "scunet.safetensors",
+    );
+}
+
+#[test]
+fn a_checkpoint_of_another_model_is_reported_as_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("BSRNet.pth");
+    fake_checkpoint::write(&manifests().join("bsrnet.json"), Layout::StateDict, &out, 1).unwrap();
+    let report = diffbir::zoo::verify(&out, "scunet", &Device::flex()).unwrap();
+    assert!(!report.is_complete());
+    assert_eq!(report.missing.len(), 540);
+    assert_eq!(report.unused.len(), 702);
+}

@@ -114,6 +114,19 @@ impl LoadReport {
         self.missing.is_empty() && self.unused.is_empty() && self.mismatched.is_empty()
     }
 
+    /// The report when it is complete, else [`Error::WeightsMismatch`] listing the keys.
+    pub fn strict(self, checkpoint: &Checkpoint) -> Result<Self> {
+        if self.is_complete() {
+            return Ok(self);
+        }
+        Err(Error::WeightsMismatch {
+            path: checkpoint.path().to_path_buf(),
+            model: self.model.clone(),
+            summary: self.summary(),
+            report: Box::new(self),
+        })
+    }
+
     fn summary(&self) -> String {
         const SHOWN: usize = 8;
         let list = |what: &str, keys: &[String]| -> Option<String> {
@@ -213,17 +226,7 @@ pub fn load_into<M: ModuleSnapshot>(
     checkpoint: &Checkpoint,
     map: &KeyMap,
 ) -> Result<LoadReport> {
-    let report = apply_checkpoint(module, checkpoint, map)?;
-    if report.is_complete() {
-        Ok(report)
-    } else {
-        Err(Error::WeightsMismatch {
-            path: checkpoint.path().to_path_buf(),
-            model: map.name.to_string(),
-            summary: report.summary(),
-            report: Box::new(report),
-        })
-    }
+    apply_checkpoint(module, checkpoint, map)?.strict(checkpoint)
 }
 
 #[cfg(test)]

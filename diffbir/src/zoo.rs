@@ -6,7 +6,9 @@
 //! are added.
 
 use burn::tensor::Device;
+use diffbir_controlnet::{CONTROLNET_KEYS, controlnet_sd21, init_controlnet};
 use diffbir_core::{Checkpoint, Error, KeyMap, LoadReport, Result, apply_checkpoint};
+use diffbir_ldm::sd::StableDiffusionConfig;
 use diffbir_rm::rrdbnet::BSRNET_KEYS;
 use diffbir_rm::scunet::SCUNET_KEYS;
 use diffbir_rm::swinir::{SWINIR_FACE_KEYS, SWINIR_GENERAL_KEYS, SWINIR_REALESRGAN_KEYS};
@@ -26,6 +28,20 @@ pub struct ModelEntry {
 
 fn swinir(checkpoint: &Checkpoint, device: &Device, map: &KeyMap) -> Result<LoadReport> {
     apply_checkpoint(&mut SwinIrConfig::diffbir().init(device), checkpoint, map)
+}
+
+fn sd21(checkpoint: &Checkpoint, device: &Device) -> Result<LoadReport> {
+    StableDiffusionConfig::sd21()
+        .init(device)?
+        .apply(checkpoint)
+}
+
+fn controlnet(checkpoint: &Checkpoint, device: &Device) -> Result<LoadReport> {
+    apply_checkpoint(
+        &mut init_controlnet(&controlnet_sd21(), device)?,
+        checkpoint,
+        &CONTROLNET_KEYS,
+    )
 }
 
 const MODELS: &[ModelEntry] = &[
@@ -53,6 +69,31 @@ const MODELS: &[ModelEntry] = &[
         name: "scunet",
         description: "stage-1 SCUNet-PSNR of DiffBIR v2 (scunet_color_real_psnr.pth)",
         apply: |c, d| apply_checkpoint(&mut ScuNetConfig::scunet_psnr().init(d), c, &SCUNET_KEYS),
+    },
+    ModelEntry {
+        name: "sd21",
+        description: "Stable Diffusion 2.1 base: UNet, VAE, OpenCLIP text encoder (v2-1_512-ema-pruned.ckpt)",
+        apply: sd21,
+    },
+    ModelEntry {
+        name: "sd21-zsnr",
+        description: "DiffBIR v2.1's zero-SNR SD 2.1 fine-tune (sd2.1-base-zsnr-laionaes5.ckpt)",
+        apply: sd21,
+    },
+    ModelEntry {
+        name: "controlnet-v1",
+        description: "IRControlNet of DiffBIR v1 (v1_general.pth, v1_face.pth)",
+        apply: controlnet,
+    },
+    ModelEntry {
+        name: "controlnet-v2",
+        description: "IRControlNet of DiffBIR v2 (v2.pth)",
+        apply: controlnet,
+    },
+    ModelEntry {
+        name: "controlnet-v2.1",
+        description: "IRControlNet of DiffBIR v2.1 (DiffBIR_v2.1.pt)",
+        apply: controlnet,
     },
 ];
 

@@ -48,6 +48,17 @@ fn every_case_runs_and_none_fails() {
         "rrdbnet_forward",
         "rrdbnet_tiled",
         "scunet_forward",
+        "sd_vae_forward",
+        "sd_vae_tiled_decode",
+        "sd_vae_tiled_encode",
+        "sd_unet_forward",
+        "sd_controlnet_forward",
+        "sd_cldm_forward",
+        "sd_controlnet_from_unet",
+        "sd_checkpoint_load",
+        "clip_tokenizer",
+        "clip_small_forward",
+        "sd_clip_forward",
     ] {
         assert_eq!(
             status_of(&reports, implemented),

@@ -122,6 +122,44 @@ impl Case {
             .with_context(|| format!("case {}: `{pointer}` is not an unsigned integer", self.name))
     }
 
+    /// The case's constructor `config` laid over `defaults` (this port's defaults, which are
+    /// the original constructor's): arguments the case leaves out keep their default, nested
+    /// objects are merged the same way, and arguments the port does not model (training-only
+    /// ones such as `drop_path_rate`) are ignored.
+    pub fn config<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        defaults: T,
+    ) -> Result<T> {
+        self.config_at("/config", defaults)
+    }
+
+    /// Like [`config`](Self::config), for the object at another JSON pointer.
+    pub fn config_at<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        pointer: &str,
+        defaults: T,
+    ) -> Result<T> {
+        fn overlay(base: &mut Value, given: &Value) {
+            if let (Some(base), Some(given)) = (base.as_object_mut(), given.as_object()) {
+                for (key, value) in given {
+                    match base.get_mut(key) {
+                        Some(slot) if slot.is_object() && value.is_object() => overlay(slot, value),
+                        Some(slot) => *slot = value.clone(),
+                        None => {}
+                    }
+                }
+            }
+        }
+        let mut merged = serde_json::to_value(defaults)?;
+        overlay(&mut merged, self.field(pointer)?);
+        serde_json::from_value(merged).with_context(|| {
+            format!(
+                "case {}: `{pointer}` does not describe this module",
+                self.name
+            )
+        })
+    }
+
     /// A stored tensor by full name (`input.x`).
     pub fn stored(&self, name: &str) -> Result<&StoredTensor> {
         self.tensors
@@ -131,9 +169,15 @@ impl Case {
 
     /// Names of the expected outputs (`output.*`).
     pub fn output_names(&self) -> Vec<String> {
+        self.names_with_prefix("output.")
+    }
+
+    /// Names of the stored tensors starting with `prefix`, sorted (so `NN`-numbered tensors
+    /// come in order).
+    pub fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
         self.tensors
             .keys()
-            .filter(|k| k.starts_with("output."))
+            .filter(|k| k.starts_with(prefix))
             .cloned()
             .collect()
     }

@@ -5,8 +5,11 @@
 //! is compared with the case's tolerance. A case whose builder this build does not implement
 //! yet is reported as UNSUPPORTED.
 
+mod clip;
 mod core_cases;
 pub mod fixture;
+mod ldm;
+mod sampler;
 mod stage1;
 mod standin;
 mod weights;
@@ -53,8 +56,20 @@ fn builder(name: &str) -> Option<Builder> {
         "colorfix" => core_cases::colorfix,
         "tiled_windows" => core_cases::tiled_windows,
         "swinir_forward" => stage1::swinir,
+        "vae_forward" => ldm::vae,
+        "vae_tiled" => ldm::vae_tiled,
+        "unet_forward" => ldm::unet,
+        "controlnet_forward" => ldm::controlnet,
+        "cldm_forward" => ldm::cldm,
+        "sd_checkpoint_load" => ldm::sd_checkpoint_load,
+        "cldm_controlnet_from_unet" => ldm::controlnet_from_unet,
         "rrdbnet_forward" => stage1::rrdbnet,
         "scunet_forward" => stage1::scunet,
+        "diffusion_schedule" => sampler::diffusion_schedule,
+        "sampler_schedules" => sampler::sampler_schedules,
+        "sampler_run" => sampler::sampler_run,
+        "clip_forward" => clip::clip_forward,
+        "tokenizer" => clip::tokenizer_case,
         _ => return None,
     })
 }
@@ -173,7 +188,26 @@ pub fn run_case(json_path: &Path, device: &Device) -> CaseReport {
     let Some(build) = builder(case.builder()) else {
         return report(Status::Unsupported, f64::NAN);
     };
-    let outputs = match catch_unwind(AssertUnwindSafe(|| build(&case, device))) {
+    let result = catch_unwind(AssertUnwindSafe(|| build(&case, device)));
+    // A case whose original raised: the port must refuse with an error too.
+    if let Some(expected) = case.json.get("expected_error").and_then(|e| e.as_str()) {
+        return match result {
+            Ok(Err(_)) => report(Status::Pass, f64::NAN),
+            Ok(Ok(_)) => report(
+                Status::Fail(format!(
+                    "the original raised `{expected}`, the port returned outputs"
+                )),
+                f64::NAN,
+            ),
+            Err(_) => report(
+                Status::Fail(format!(
+                    "the original raised `{expected}`, the port panicked"
+                )),
+                f64::NAN,
+            ),
+        };
+    }
+    let outputs = match result {
         Ok(Ok(outputs)) => outputs,
         Ok(Err(e)) => return report(Status::Fail(format!("{e:#}")), f64::NAN),
         Err(panic) => {
@@ -215,10 +249,17 @@ fn compare(case: &Case, outputs: &Outputs, tol: Tolerance) -> (Status, f64) {
         }
         let mut worst: Option<(usize, f64)> = None;
         for (i, (a, e)) in actual.iter().zip(&expected.values).enumerate() {
-            let diff = (a - e).abs();
-            let diff = if diff.is_nan() { f64::INFINITY } else { diff };
+            // NaN where the reference has NaN is a match; NaN elsewhere is the worst miss.
+            let both_nan = a.is_nan() && e.is_nan();
+            let diff = match (a - e).abs() {
+                _ if both_nan => 0.0,
+                d if d.is_nan() => f64::INFINITY,
+                d => d,
+            };
             max_abs = max_abs.max(diff);
-            let ok = if tol.exact || expected.integer {
+            let ok = if both_nan {
+                true
+            } else if tol.exact || expected.integer {
                 a == e
             } else {
                 diff <= tol.atol + tol.rtol * e.abs()

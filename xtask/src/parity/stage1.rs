@@ -1,7 +1,7 @@
 //! Builders of the stage-1 cases: SwinIR, RRDBNet and SCUNet forward passes, the SwinIR
 //! pipeline padding, and tiled stage-1 inference.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::tensor::Device;
 use diffbir::rm::rrdbnet::BSRNET_KEYS;
 use diffbir::rm::scunet::SCUNET_KEYS;
@@ -10,34 +10,6 @@ use diffbir::rm::{Restorer, RrdbNetConfig, ScuNetConfig, Stage1, SwinIrConfig};
 use serde_json::Value;
 
 use super::{Case, Outputs, weights};
-
-/// The case's constructor config laid over this port's defaults (the original's defaults):
-/// arguments the case leaves out keep their default value; arguments the port does not model
-/// (training-only ones such as `drop_path_rate`) are ignored.
-fn config<T: serde::Serialize + serde::de::DeserializeOwned>(
-    case: &Case,
-    defaults: T,
-) -> Result<T> {
-    let mut merged = serde_json::to_value(defaults)?;
-    let given = case
-        .field("/config")?
-        .as_object()
-        .context("`config` is not an object")?;
-    let fields = merged
-        .as_object_mut()
-        .context("a config serialises to an object")?;
-    for (key, value) in given {
-        if let Some(slot) = fields.get_mut(key) {
-            *slot = value.clone();
-        }
-    }
-    serde_json::from_value(merged).with_context(|| {
-        format!(
-            "case {}: `config` does not describe this network",
-            case.name
-        )
-    })
-}
 
 /// Runs the case's `call` on the network and records `output.y`.
 fn run(case: &Case, model: Stage1, device: &Device) -> Result<Outputs> {
@@ -72,7 +44,7 @@ fn run(case: &Case, model: Stage1, device: &Device) -> Result<Outputs> {
 
 /// `swinir_forward`.
 pub fn swinir(case: &Case, device: &Device) -> Result<Outputs> {
-    let cfg = config(case, SwinIrConfig::new())?;
+    let cfg = case.config(SwinIrConfig::new())?;
     cfg.validate()?;
     let mut model = cfg.init(device);
     weights::load(case, &mut model, &SWINIR_GENERAL_KEYS)?;
@@ -81,7 +53,7 @@ pub fn swinir(case: &Case, device: &Device) -> Result<Outputs> {
 
 /// `rrdbnet_forward`.
 pub fn rrdbnet(case: &Case, device: &Device) -> Result<Outputs> {
-    let cfg = config(case, RrdbNetConfig::new())?;
+    let cfg = case.config(RrdbNetConfig::new())?;
     cfg.validate()?;
     let mut model = cfg.init(device);
     weights::load(case, &mut model, &BSRNET_KEYS)?;
@@ -91,7 +63,7 @@ pub fn rrdbnet(case: &Case, device: &Device) -> Result<Outputs> {
 /// `scunet_forward`. The case may build the original with `head_dim_override` (its
 /// constructor hard-codes 32); that is this port's `head_dim`.
 pub fn scunet(case: &Case, device: &Device) -> Result<Outputs> {
-    let mut cfg = config(case, ScuNetConfig::new())?;
+    let mut cfg = case.config(ScuNetConfig::new())?;
     if let Some(h) = case
         .json
         .pointer("/config/head_dim_override")

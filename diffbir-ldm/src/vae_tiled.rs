@@ -1,0 +1,337 @@
+//! Tiled VAE encoding and decoding for large images (spec §6.3), after the Tiled-VAE
+//! algorithm DiffBIR uses (`XPixelGroup/DiffBIR@3f8b530:diffbir/utils/tilevae/tilevae.py`).
+//!
+//! The input is cut into tiles with a margin (`pad`: 32 pixels for the encoder, 11 latents for
+//! the decoder). Every tile runs through the network, but at each GroupNorm the statistics of
+//! all tiles are merged (pixel-weighted means of the per-tile means and of the per-tile
+//! variances) and applied to every tile, so the tiles are normalised alike. The attention of
+//! the middle block sees one tile only. Each tile contributes its valid region (without the
+//! margin) to the result; nothing is blended. The result is close to, but not equal to, the
+//! untiled one. Tiles advance in lockstep from one GroupNorm to the next.
+//!
+//! As in the reference, attention layers inside the resolution levels (`attn_resolutions`,
+//! empty for SD) are not part of the tiled network.
+
+use burn::nn::GroupNorm;
+use burn::tensor::activation::silu;
+use burn::tensor::ops::PadMode;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::nn::upsample_nearest2x;
+use crate::vae::{AttnBlock, AutoencoderKl, Decoder, DiagonalGaussian, Encoder, Mid, ResnetBlock};
+
+/// Margin of encoder tiles, in pixels.
+pub const ENCODER_PAD: usize = 32;
+/// Margin of decoder tiles, in latent pixels.
+pub const DECODER_PAD: usize = 11;
+
+/// One tile: the box read from the input (with its margin) and the box written to the output,
+/// both `[x1, x2, y1, y2]`, in input and output units respectively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VaeTile {
+    /// Input region, margin included.
+    pub input: [usize; 4],
+    /// Output region it fills.
+    pub output: [usize; 4],
+}
+
+/// Rounds a tile side up to a multiple of 32 (else 16, 8, 4, 2) when that stays within
+/// `upper`, as the reference does.
+fn best_tile_size(lower: usize, upper: usize) -> usize {
+    let mut divider = 32;
+    while divider >= 2 {
+        let rem = lower % divider;
+        if rem == 0 {
+            return lower;
+        }
+        let candidate = lower - rem + divider;
+        if candidate <= upper {
+            return candidate;
+        }
+        divider /= 2;
+    }
+    lower
+}
+
+/// The tiles of an `h × w` input (`split_tiles` of the reference). `scale` converts input to
+/// output units: `×8` for the decoder, `÷8` for the encoder.
+pub fn split_tiles(
+    h: usize,
+    w: usize,
+    tile_size: usize,
+    pad: usize,
+    decoder: bool,
+) -> Vec<VaeTile> {
+    let span = |n: usize| n.saturating_sub(2 * pad);
+    let rows = span(h).div_ceil(tile_size).max(1);
+    let cols = span(w).div_ceil(tile_size).max(1);
+    let tile_h = best_tile_size(span(h).div_ceil(rows), tile_size);
+    let tile_w = best_tile_size(span(w).div_ceil(cols), tile_size);
+    let to_out = |v: usize| if decoder { v * 8 } else { v / 8 };
+    let mut tiles = Vec::with_capacity(rows * cols);
+    for i in 0..rows {
+        for j in 0..cols {
+            let core = [
+                pad + j * tile_w,
+                (pad + (j + 1) * tile_w).min(w),
+                pad + i * tile_h,
+                (pad + (i + 1) * tile_h).min(h),
+            ];
+            let output = [
+                if core[0] > pad { core[0] } else { 0 },
+                if core[1] < w - pad { core[1] } else { w },
+                if core[2] > pad { core[2] } else { 0 },
+                if core[3] < h - pad { core[3] } else { h },
+            ]
+            .map(to_out);
+            let input = [
+                core[0].saturating_sub(pad),
+                (core[1] + pad).min(w),
+                core[2].saturating_sub(pad),
+                (core[3] + pad).min(h),
+            ];
+            tiles.push(VaeTile { input, output });
+        }
+    }
+    tiles
+}
+
+/// GroupNorm over a set of tiles with statistics merged across them.
+fn group_norm_synced(norm: &GroupNorm, tiles: &[Tensor<4>]) -> Vec<Tensor<4>> {
+    const GROUPS: usize = 32;
+    const EPS: f64 = 1e-6;
+    let stats: Vec<(Tensor<2>, Tensor<2>, usize)> = tiles
+        .iter()
+        .map(|t| {
+            let [b, c, h, w] = t.dims();
+            let (var, mean) = t
+                .clone()
+                .reshape([b * GROUPS, (c / GROUPS) * h * w])
+                .var_mean_bias(1);
+            (var, mean, h * w)
+        })
+        .collect();
+    // Pixel weights normalised as the reference does (by the largest tile, then the sum).
+    let max = stats.iter().map(|s| s.2).max().unwrap_or(1) as f32;
+    let scaled: Vec<f32> = stats.iter().map(|s| s.2 as f32 / max).collect();
+    let total: f32 = scaled.iter().sum();
+    let mut var: Option<Tensor<2>> = None;
+    let mut mean: Option<Tensor<2>> = None;
+    for ((v, m, _), weight) in stats.into_iter().zip(scaled) {
+        let p = f64::from(weight / total);
+        let (v, m) = (v.mul_scalar(p), m.mul_scalar(p));
+        var = Some(match var {
+            Some(acc) => acc + v,
+            None => v,
+        });
+        mean = Some(match mean {
+            Some(acc) => acc + m,
+            None => m,
+        });
+    }
+    let (var, mean) = (
+        var.expect("at least one tile"),
+        mean.expect("at least one tile"),
+    );
+    let inv_std = var.add_scalar(EPS).sqrt().recip();
+    tiles
+        .iter()
+        .map(|t| {
+            let [b, c, h, w] = t.dims();
+            let normed = (t.clone().reshape([b * GROUPS, (c / GROUPS) * h * w]) - mean.clone())
+                * inv_std.clone();
+            let mut out = normed.reshape([b, c, h, w]);
+            if let Some(gamma) = &norm.gamma {
+                out = out * gamma.val().reshape([1, c, 1, 1]);
+            }
+            if let Some(beta) = &norm.beta {
+                out = out + beta.val().reshape([1, c, 1, 1]);
+            }
+            out
+        })
+        .collect()
+}
+
+fn each(tiles: Vec<Tensor<4>>, f: impl Fn(Tensor<4>) -> Tensor<4>) -> Vec<Tensor<4>> {
+    tiles.into_iter().map(f).collect()
+}
+
+fn resnet_tiled(block: &ResnetBlock, tiles: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
+    let residual: Vec<Tensor<4>> = tiles
+        .iter()
+        .map(|t| match &block.nin_shortcut {
+            Some(conv) => conv.forward(t.clone()),
+            None => t.clone(),
+        })
+        .collect();
+    let h = each(group_norm_synced(&block.norm1, &tiles), |t| {
+        block.conv1.forward(silu(t))
+    });
+    let h = each(group_norm_synced(&block.norm2, &h), |t| {
+        block.conv2.forward(silu(t))
+    });
+    h.into_iter().zip(residual).map(|(h, r)| r + h).collect()
+}
+
+fn attn_tiled(attn: &AttnBlock, tiles: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
+    let normed = group_norm_synced(&attn.norm, &tiles);
+    tiles
+        .into_iter()
+        .zip(normed)
+        .map(|(x, n)| x + attn.attend(n))
+        .collect()
+}
+
+fn mid_tiled(mid: &Mid, tiles: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
+    let tiles = resnet_tiled(&mid.block_1, tiles);
+    let tiles = attn_tiled(&mid.attn_1, tiles);
+    resnet_tiled(&mid.block_2, tiles)
+}
+
+fn encoder_tiled(encoder: &Encoder, tiles: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
+    let mut tiles = each(tiles, |t| encoder.conv_in.forward(t));
+    for level in &encoder.down {
+        for block in &level.block {
+            tiles = resnet_tiled(block, tiles);
+        }
+        if let Some(down) = &level.downsample {
+            tiles = each(tiles, |t| {
+                down.conv
+                    .forward(t.pad((0, 1, 0, 1), PadMode::Constant(0.0)))
+            });
+        }
+    }
+    let tiles = mid_tiled(&encoder.mid, tiles);
+    each(group_norm_synced(&encoder.norm_out, &tiles), |t| {
+        encoder.conv_out.forward(silu(t))
+    })
+}
+
+fn decoder_tiled(decoder: &Decoder, tiles: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
+    let tiles = each(tiles, |t| decoder.conv_in.forward(t));
+    let mut tiles = mid_tiled(&decoder.mid, tiles);
+    for level in decoder.up.iter().rev() {
+        for block in &level.block {
+            tiles = resnet_tiled(block, tiles);
+        }
+        if let Some(up) = &level.upsample {
+            tiles = each(tiles, |t| up.conv.forward(upsample_nearest2x(t)));
+        }
+    }
+    each(group_norm_synced(&decoder.norm_out, &tiles), |t| {
+        decoder.conv_out.forward(silu(t))
+    })
+}
+
+/// Runs `net` tile by tile over `x` and assembles the valid regions.
+fn run_tiled(
+    x: Tensor<4>,
+    tile_size: usize,
+    pad: usize,
+    decoder: bool,
+    net: impl Fn(Vec<Tensor<4>>) -> Vec<Tensor<4>>,
+) -> Tensor<4> {
+    let [b, _, h, w] = x.dims();
+    let boxes = split_tiles(h, w, tile_size, pad, decoder);
+    let tiles: Vec<Tensor<4>> = boxes
+        .iter()
+        .map(|t| {
+            let [x1, x2, y1, y2] = t.input;
+            let [_, c, _, _] = x.dims();
+            x.clone().slice([0..b, 0..c, y1..y2, x1..x2])
+        })
+        .collect();
+    let outputs = net(tiles);
+    let to_out = |v: usize| if decoder { v * 8 } else { v / 8 };
+    let [_, c, _, _] = outputs[0].dims();
+    let mut result = Tensor::<4>::zeros([b, c, to_out(h), to_out(w)], &x.device());
+    for (tile, out) in boxes.iter().zip(outputs) {
+        let padded = tile.input.map(to_out);
+        let [ox1, ox2, oy1, oy2] = tile.output;
+        // The tile's output covers `padded`; keep the part inside the output box.
+        let (dy, dx) = (oy1 - padded[2], ox1 - padded[0]);
+        let valid = out.slice([0..b, 0..c, dy..dy + (oy2 - oy1), dx..dx + (ox2 - ox1)]);
+        result = result.slice_assign([0..b, 0..c, oy1..oy2, ox1..ox2], valid);
+    }
+    result
+}
+
+impl AutoencoderKl {
+    /// The posterior of an image, encoded in tiles of `tile_size` pixels (a multiple of 8).
+    /// Small images (at most `tile_size + 64` on the longer side) are encoded untiled, as in
+    /// the reference.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, 3, H, W]` in `[-1, 1]`, `H` and `W` multiples of 8
+    pub fn encode_tiled(&self, x: Tensor<4>, tile_size: usize) -> DiagonalGaussian {
+        let [_, _, h, w] = x.dims();
+        let moments = if h.max(w) <= 2 * ENCODER_PAD + tile_size {
+            self.encoder.forward(x)
+        } else {
+            run_tiled(x, tile_size, ENCODER_PAD, false, |t| {
+                encoder_tiled(&self.encoder, t)
+            })
+        };
+        DiagonalGaussian::from_moments(self.quant_conv.forward(moments))
+    }
+
+    /// Decodes an (unscaled) latent in tiles of `tile_size` latent pixels. Small latents (at
+    /// most `tile_size + 22` on the longer side) are decoded untiled, as in the reference.
+    ///
+    /// # Shapes
+    /// - `z`: `[B, embed_dim, h, w]`; returns `[B, 3, 8h, 8w]`
+    pub fn decode_tiled(&self, z: Tensor<4>, tile_size: usize) -> Tensor<4> {
+        let z = self.post_quant_conv.forward(z);
+        let [_, _, h, w] = z.dims();
+        if h.max(w) <= 2 * DECODER_PAD + tile_size {
+            self.decoder.forward(z)
+        } else {
+            run_tiled(z, tile_size, DECODER_PAD, true, |t| {
+                decoder_tiled(&self.decoder, t)
+            })
+        }
+    }
+}
+
+/// The tile boxes as a `[N, 4]` table (for reports and tests).
+pub fn boxes_data(tiles: &[VaeTile], output: bool) -> TensorData {
+    let values: Vec<i64> = tiles
+        .iter()
+        .flat_map(|t| if output { t.output } else { t.input })
+        .map(|v| v as i64)
+        .collect();
+    TensorData::new(values, [tiles.len(), 4])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vae::VaeConfig;
+    use burn::tensor::{Device, Distribution};
+
+    #[test]
+    fn tiles_cover_the_input_like_the_reference() {
+        // Reference boxes of the decoder case: a 12×27 latent, tile 4, pad 11.
+        let tiles = split_tiles(12, 27, 4, DECODER_PAD, true);
+        assert_eq!(tiles.len(), 2);
+        assert_eq!(tiles[0].input, [0, 26, 0, 12]);
+        assert_eq!(tiles[1].input, [4, 27, 0, 12]);
+        assert_eq!(tiles[0].output, [0, 120, 0, 96]);
+        assert_eq!(tiles[1].output, [120, 216, 0, 96]);
+        assert_eq!(best_tile_size(33, 64), 64);
+        assert_eq!(best_tile_size(20, 24), 24);
+    }
+
+    #[test]
+    fn one_tile_covering_everything_equals_the_untiled_network() {
+        let device = Device::flex();
+        let vae = VaeConfig::tiny().init(&device);
+        let z = Tensor::<4>::random([1, 4, 6, 6], Distribution::Default, &device);
+        let tiled = run_tiled(vae.post_quant_conv.forward(z.clone()), 64, 0, true, |t| {
+            decoder_tiled(&vae.decoder, t)
+        });
+        let plain = vae.decode(z);
+        let diff: f32 = (tiled - plain).abs().max().into_scalar();
+        assert!(diff < 1e-4, "{diff}");
+    }
+}

@@ -15,9 +15,13 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, PaddingConfig2d, conv::Conv2dConfig};
 use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::{Device, Tensor};
-use diffbir_core::{Error, KeyMap, Result};
-use diffbir_ldm::unet::{Control, LdmLayer, UNET_RULES, embed_time, run_block};
+use diffbir_core::tiling::TileBox;
+use diffbir_core::{Error, KeyMap, Precision, Result, cast_module};
+use diffbir_ldm::unet::{
+    Control, LdmLayer, UNET_RULES, blocks_dtype, cast_block, cast_blocks, embed_time, run_block,
+};
 use diffbir_ldm::{Unet, UnetConfig};
+use diffbir_sampler::{Denoiser, ModelTimesteps, Parameterization, TileCond};
 
 /// Configuration of the IRControlNet: a [`UnetConfig`] with `hint_channels` set.
 pub type ControlNetConfig = UnetConfig;
@@ -92,8 +96,10 @@ impl ControlNet {
         t: Tensor<1>,
         context: &Tensor<3>,
     ) -> Vec<Tensor<4>> {
-        let emb = embed_time(&self.time_embed, t, self.model_channels);
-        let mut h = Tensor::cat(vec![x, hint], 1);
+        let dtype = blocks_dtype(&self.input_blocks);
+        let emb = embed_time(&self.time_embed, t, self.model_channels).cast(dtype);
+        let context = &context.clone().cast(dtype);
+        let mut h = Tensor::cat(vec![x, hint], 1).cast(dtype);
         let mut outs = Vec::with_capacity(self.input_blocks.len() + 1);
         for (block, zero_conv) in self.input_blocks.iter().zip(&self.zero_convs) {
             h = run_block(block, h, &emb, context);
@@ -102,6 +108,16 @@ impl ControlNet {
         h = run_block(&self.middle_block, h, &emb, context);
         outs.push(self.middle_block_out[0].forward(h));
         outs
+    }
+
+    /// Casts the blocks and zero convs to `precision` as the reference does (residual-block
+    /// GroupNorms and the time embedding stay in f32). Residuals come out in `precision`.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.input_blocks = cast_blocks(self.input_blocks, precision);
+        self.middle_block = cast_block(self.middle_block, precision);
+        self.zero_convs = cast_module(self.zero_convs, precision);
+        self.middle_block_out = cast_module(self.middle_block_out, precision);
+        self
     }
 
     /// Initialises this ControlNet from a UNet the way DiffBIR prepares stage-2 training
@@ -196,6 +212,14 @@ pub struct ControlLdm {
 }
 
 impl ControlLdm {
+    /// Both networks in `precision`, with the reference's f32 islands.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self {
+            unet: self.unet.with_precision(precision),
+            controlnet: self.controlnet.with_precision(precision),
+        }
+    }
+
     /// Predicts eps or v: the ControlNet's residuals, each multiplied by its control scale
     /// (scales beyond the number of residuals are ignored, missing ones count as 1), are added
     /// to the UNet.
@@ -223,6 +247,58 @@ impl ControlLdm {
             .collect();
         self.unet
             .forward(x, t, c_txt, Control::Residuals(&residuals))
+    }
+}
+
+/// What `ControlLdm` is conditioned on: the text context and the condition latent.
+#[derive(Debug, Clone)]
+pub struct ControlCond {
+    /// Text-encoder output, `[B, 77, D]`.
+    pub c_txt: Tensor<3>,
+    /// Scaled condition latent of the stage-1 output, `[B, 4, h, w]`.
+    pub c_img: Tensor<4>,
+}
+
+impl TileCond for ControlCond {
+    /// The text context whole, the condition latent cropped to the tile.
+    fn crop(&self, tile: TileBox) -> Self {
+        let [b, c, _, _] = self.c_img.dims();
+        Self {
+            c_txt: self.c_txt.clone(),
+            c_img: self.c_img.clone().slice([
+                0..b,
+                0..c,
+                tile.hi..tile.hi_end,
+                tile.wi..tile.wi_end,
+            ]),
+        }
+    }
+}
+
+/// `ControlLdm` as the samplers see it: every residual scaled by the control `strength`
+/// (`--strength`), predicting what the SD checkpoint was trained to predict.
+#[derive(Debug, Clone, Copy)]
+pub struct ControlDenoiser<'a> {
+    /// The networks.
+    pub cldm: &'a ControlLdm,
+    /// Scale of every ControlNet residual.
+    pub strength: f64,
+    /// ε for SD 2.1-base (DiffBIR v1, v2), v for the zero-SNR fine-tune (v2.1).
+    pub parameterization: Parameterization,
+}
+
+impl Denoiser for ControlDenoiser<'_> {
+    type Cond = ControlCond;
+
+    fn parameterization(&self) -> Parameterization {
+        self.parameterization
+    }
+
+    fn predict(&self, x_t: Tensor<4>, t: &ModelTimesteps, cond: &ControlCond) -> Tensor<4> {
+        let scales = vec![self.strength; self.cldm.controlnet.zero_convs.len() + 1];
+        let t = t.tensor(&x_t.device());
+        self.cldm
+            .forward(x_t, t, &cond.c_txt, cond.c_img.clone(), &scales)
     }
 }
 

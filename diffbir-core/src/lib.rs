@@ -8,6 +8,8 @@
 //! - [`save`]: writing PyTorch-format and `.safetensors` checkpoints;
 //! - [`noise`]: seeded, backend-independent noise that can replay recorded draws;
 //! - [`color`]: the wavelet and AdaIN colour fixes;
+//! - [`resize`]: PyTorch's antialiased bicubic resize, PIL's 8-bit bicubic resize, short-edge
+//!   resizing, padding to multiples and the pipeline's post-processing;
 //! - [`tiling`]: sliding windows, Gaussian weights and tiled evaluation;
 //! - [`device`]: turning `cpu`, `wgpu` or `cuda:1` into a burn `Device`;
 //! - [`precision`]: f32, f16 or bf16 inference (weights cast after loading);
@@ -32,6 +34,7 @@ mod error;
 pub mod image;
 pub mod noise;
 pub mod precision;
+pub mod resize;
 pub mod save;
 pub mod tiling;
 pub mod weights;

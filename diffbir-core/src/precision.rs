@@ -63,15 +63,16 @@ struct CastFloats(DType);
 impl ModuleMapper for CastFloats {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let dtype = self.0;
+        if param.val().dtype() == dtype {
+            return param;
+        }
         param.map(|t| t.cast(dtype))
     }
 }
 
-/// Casts every float parameter of a module (integer buffers are left alone).
+/// Casts every float parameter of a module to `precision` (integer buffers are left alone).
+/// Casting to f32 restores full precision.
 pub fn cast_module<M: Module>(module: M, precision: Precision) -> M {
-    if precision == Precision::F32 {
-        return module;
-    }
     module.map(&mut CastFloats(precision.dtype()))
 }
 

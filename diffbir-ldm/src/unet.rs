@@ -15,7 +15,7 @@ use burn::tensor::activation::{gelu, silu};
 use burn::tensor::module::{attention, avg_pool2d};
 use burn::tensor::ops::{AttentionModuleOptions, AvgPoolOptions};
 use burn::tensor::{DType, Device, Int, Tensor};
-use diffbir_core::{Error, KeyMap, KeyRule, Result};
+use diffbir_core::{Error, KeyMap, KeyRule, Precision, Result, cast_module};
 use serde::{Deserialize, Serialize};
 
 use crate::nn::{conv, upsample_nearest2x};
@@ -154,12 +154,12 @@ impl UnetConfig {
         if levels == 0 {
             return bad("channel_mult is empty".into());
         }
-        if let PerLevel::Each(v) = &self.num_res_blocks {
-            if v.len() != levels {
-                return bad(format!(
-                    "num_res_blocks {v:?} must have one entry per level ({levels})"
-                ));
-            }
+        if let PerLevel::Each(v) = &self.num_res_blocks
+            && v.len() != levels
+        {
+            return bad(format!(
+                "num_res_blocks {v:?} must have one entry per level ({levels})"
+            ));
         }
         if self
             .disable_self_attentions
@@ -168,16 +168,15 @@ impl UnetConfig {
         {
             return bad("disable_self_attentions needs one entry per level".into());
         }
-        if let Some(n) = &self.num_attention_blocks {
-            if n.len() != levels
+        if let Some(n) = &self.num_attention_blocks
+            && (n.len() != levels
                 || n.iter()
                     .enumerate()
-                    .any(|(l, b)| *b > self.num_res_blocks.get(l))
-            {
-                return bad(format!(
-                    "num_attention_blocks {n:?} must have one entry per level, each at most that level's blocks"
-                ));
-            }
+                    .any(|(l, b)| *b > self.num_res_blocks.get(l)))
+        {
+            return bad(format!(
+                "num_attention_blocks {n:?} must have one entry per level, each at most that level's blocks"
+            ));
         }
         for ch in self.channel_mult.iter().map(|m| m * self.model_channels) {
             if ch % 32 != 0 {
@@ -706,6 +705,38 @@ pub enum LdmLayer {
     Up(Upsample),
 }
 
+/// Casts blocks to `precision` the way DiffBIR's `ControlLDM.cast_dtype` does: everything
+/// but the `GroupNorm32` layers of the residual blocks, which stay in f32.
+pub fn cast_blocks(blocks: Vec<Vec<LdmLayer>>, precision: Precision) -> Vec<Vec<LdmLayer>> {
+    blocks
+        .into_iter()
+        .map(|block| cast_block(block, precision))
+        .collect()
+}
+
+/// [`cast_blocks`] for one block.
+pub fn cast_block(block: Vec<LdmLayer>, precision: Precision) -> Vec<LdmLayer> {
+    block
+        .into_iter()
+        .map(|layer| match cast_module(layer, precision) {
+            LdmLayer::Res(mut res) => {
+                res.in_norm = cast_module(res.in_norm, Precision::F32);
+                res.out_norm = cast_module(res.out_norm, Precision::F32);
+                LdmLayer::Res(res)
+            }
+            other => other,
+        })
+        .collect()
+}
+
+/// The dtype the blocks compute in (that of the first block's weights).
+pub fn blocks_dtype(blocks: &[Vec<LdmLayer>]) -> DType {
+    match blocks.first().and_then(|b| b.first()) {
+        Some(LdmLayer::Conv(conv)) => conv.weight.val().dtype(),
+        _ => DType::F32,
+    }
+}
+
 /// Runs one `TimestepEmbedSequential`.
 ///
 /// # Shapes
@@ -781,9 +812,12 @@ impl Unet {
         context: &Tensor<3>,
         control: Control<'_>,
     ) -> Tensor<4> {
-        let emb = embed_time(&self.time_embed, t, self.model_channels);
+        let dtype = blocks_dtype(&self.input_blocks);
+        let out_dtype = x.dtype();
+        let emb = embed_time(&self.time_embed, t, self.model_channels).cast(dtype);
+        let context = &context.clone().cast(dtype);
         let mut hs = Vec::with_capacity(self.input_blocks.len());
-        let mut h = x;
+        let mut h = x.cast(dtype);
         for block in &self.input_blocks {
             h = run_block(block, h, &emb, context);
             hs.push(h.clone());
@@ -806,7 +840,17 @@ impl Unet {
             };
             h = run_block(block, Tensor::cat(vec![h, skip], 1), &emb, context);
         }
-        self.out_conv.forward(silu(gn32(&self.out_norm, h)))
+        self.out_conv
+            .forward(silu(gn32(&self.out_norm, h.cast(out_dtype))))
+    }
+
+    /// Casts the blocks to `precision` as the reference does (residual-block GroupNorms,
+    /// the time embedding and the output head stay in f32).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.input_blocks = cast_blocks(self.input_blocks, precision);
+        self.middle_block = cast_block(self.middle_block, precision);
+        self.output_blocks = cast_blocks(self.output_blocks, precision);
+        self
     }
 }
 
@@ -973,6 +1017,30 @@ mod tests {
                 .validate()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn half_precision_stays_close_to_f32() {
+        let device = Device::flex();
+        let unet = UnetConfig::tiny().init(&device);
+        let x = Tensor::<4>::random([1, 4, 8, 8], Distribution::Default, &device);
+        let t = Tensor::<1>::from_floats([250.0], &device);
+        let ctx = Tensor::<3>::random([1, 77, 8], Distribution::Default, &device);
+        let full = unet.forward(x.clone(), t.clone(), &ctx, Control::None);
+        let half = unet.with_precision(Precision::F16);
+        let LdmLayer::Res(res) = &half.input_blocks[1][0] else {
+            panic!("a residual block")
+        };
+        assert_eq!(
+            res.in_norm.gamma.as_ref().unwrap().val().dtype(),
+            DType::F32
+        );
+        assert_eq!(res.in_conv.weight.val().dtype(), DType::F16);
+        let y = half.forward(x, t, &ctx, Control::None);
+        assert_eq!(y.dtype(), DType::F32);
+        let err: f32 = (y - full.clone()).abs().max().into_scalar();
+        let scale: f32 = full.abs().max().into_scalar();
+        assert!(err < 2e-2 * scale.max(1.0), "{err} vs {scale}");
     }
 
     #[test]

@@ -521,7 +521,7 @@ impl AutoencoderKl {
         noise: Option<&mut NoiseSource>,
     ) -> Latent {
         let posterior = match tile {
-            Some(tile) => self.encode_tiled(x, tile),
+            Some(tile) => self.encode_tiled(x, tile, None),
             None => self.encode(x),
         };
         let z = match noise {
@@ -536,7 +536,7 @@ impl AutoencoderKl {
     pub fn decode_latent(&self, latent: &Latent, tile: Option<usize>) -> Tensor<4> {
         let z = latent.0.clone().div_scalar(LATENT_SCALE);
         match tile {
-            Some(tile) => self.decode_tiled(z, tile),
+            Some(tile) => self.decode_tiled(z, tile, None),
             None => self.decode(z),
         }
     }

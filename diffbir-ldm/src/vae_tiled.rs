@@ -7,7 +7,10 @@
 //! variances) and applied to every tile, so the tiles are normalised alike. The attention of
 //! the middle block sees one tile only. Each tile contributes its valid region (without the
 //! margin) to the result; nothing is blended. The result is close to, but not equal to, the
-//! untiled one. Tiles advance in lockstep from one GroupNorm to the next.
+//! untiled one. Tiles advance in lockstep from one GroupNorm to the next; between operations
+//! they can be parked on another device (the host, when computing on a GPU) so that the
+//! compute device holds about one tile. The parked tiles together hold about one full-size
+//! activation, so on the CPU backend tiling bounds nothing: it exists for GPU memory.
 //!
 //! As in the reference, attention layers inside the resolution levels (`attn_resolutions`,
 //! empty for SD) are not part of the tiled network.
@@ -15,7 +18,7 @@
 use burn::nn::GroupNorm;
 use burn::tensor::activation::silu;
 use burn::tensor::ops::PadMode;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::nn::upsample_nearest2x;
 use crate::vae::{AttnBlock, AutoencoderKl, Decoder, DiagonalGaussian, Encoder, Mid, ResnetBlock};
@@ -96,50 +99,70 @@ pub fn split_tiles(
     tiles
 }
 
-/// GroupNorm over a set of tiles with statistics merged across them.
-fn group_norm_synced(norm: &GroupNorm, tiles: &[Tensor<4>]) -> Vec<Tensor<4>> {
-    const GROUPS: usize = 32;
-    const EPS: f64 = 1e-6;
-    let stats: Vec<(Tensor<2>, Tensor<2>, usize)> = tiles
-        .iter()
-        .map(|t| {
-            let [b, c, h, w] = t.dims();
-            let (var, mean) = t
-                .clone()
-                .reshape([b * GROUPS, (c / GROUPS) * h * w])
-                .var_mean_bias(1);
-            (var, mean, h * w)
-        })
-        .collect();
-    // Pixel weights normalised as the reference does (by the largest tile, then the sum).
-    let max = stats.iter().map(|s| s.2).max().unwrap_or(1) as f32;
-    let scaled: Vec<f32> = stats.iter().map(|s| s.2 as f32 / max).collect();
-    let total: f32 = scaled.iter().sum();
-    let mut var: Option<Tensor<2>> = None;
-    let mut mean: Option<Tensor<2>> = None;
-    for ((v, m, _), weight) in stats.into_iter().zip(scaled) {
-        let p = f64::from(weight / total);
-        let (v, m) = (v.mul_scalar(p), m.mul_scalar(p));
-        var = Some(match var {
-            Some(acc) => acc + v,
-            None => v,
-        });
-        mean = Some(match mean {
-            Some(acc) => acc + m,
-            None => m,
-        });
+/// Where tiles compute and where they wait: between operations every tile is parked on
+/// `park` (host memory when computing on a GPU, as the reference parks tiles on the CPU), and
+/// only the tile being processed is on `compute`.
+struct Tiler {
+    compute: Device,
+    park: Device,
+}
+
+impl Tiler {
+    fn map(&self, tiles: Vec<Tensor<4>>, f: impl Fn(Tensor<4>) -> Tensor<4>) -> Vec<Tensor<4>> {
+        tiles
+            .into_iter()
+            .map(|t| f(t.to_device(&self.compute)).to_device(&self.park))
+            .collect()
     }
-    let (var, mean) = (
-        var.expect("at least one tile"),
-        mean.expect("at least one tile"),
-    );
-    let inv_std = var.add_scalar(EPS).sqrt().recip();
-    tiles
-        .iter()
-        .map(|t| {
+
+    fn zip(
+        &self,
+        a: Vec<Tensor<4>>,
+        b: Vec<Tensor<4>>,
+        f: impl Fn(Tensor<4>, Tensor<4>) -> Tensor<4>,
+    ) -> Vec<Tensor<4>> {
+        a.into_iter()
+            .zip(b)
+            .map(|(a, b)| {
+                f(a.to_device(&self.compute), b.to_device(&self.compute)).to_device(&self.park)
+            })
+            .collect()
+    }
+
+    /// GroupNorm over all tiles with statistics merged across them.
+    fn group_norm(&self, norm: &GroupNorm, tiles: &[Tensor<4>]) -> Vec<Tensor<4>> {
+        const GROUPS: usize = 32;
+        const EPS: f64 = 1e-6;
+        let stats: Vec<(Tensor<2>, Tensor<2>, usize)> = tiles
+            .iter()
+            .map(|t| {
+                let [b, c, h, w] = t.dims();
+                let t = t.clone().to_device(&self.compute);
+                let (var, mean) = t
+                    .reshape([b * GROUPS, (c / GROUPS) * h * w])
+                    .var_mean_bias(1);
+                (var, mean, h * w)
+            })
+            .collect();
+        // Pixel weights normalised as the reference does (by the largest tile, then the sum).
+        let max = stats.iter().map(|s| s.2).max().unwrap_or(1) as f32;
+        let scaled: Vec<f32> = stats.iter().map(|s| s.2 as f32 / max).collect();
+        let total: f32 = scaled.iter().sum();
+        let mut merged: Option<(Tensor<2>, Tensor<2>)> = None;
+        for ((v, m, _), weight) in stats.into_iter().zip(scaled) {
+            let p = f64::from(weight / total);
+            let (v, m) = (v.mul_scalar(p), m.mul_scalar(p));
+            merged = Some(match merged {
+                Some((av, am)) => (av + v, am + m),
+                None => (v, m),
+            });
+        }
+        let (var, mean) = merged.expect("at least one tile");
+        let inv_std = var.add_scalar(EPS).sqrt().recip();
+        self.map(tiles.to_vec(), |t| {
             let [b, c, h, w] = t.dims();
-            let normed = (t.clone().reshape([b * GROUPS, (c / GROUPS) * h * w]) - mean.clone())
-                * inv_std.clone();
+            let normed =
+                (t.reshape([b * GROUPS, (c / GROUPS) * h * w]) - mean.clone()) * inv_std.clone();
             let mut out = normed.reshape([b, c, h, w]);
             if let Some(gamma) = &norm.gamma {
                 out = out * gamma.val().reshape([1, c, 1, 1]);
@@ -149,78 +172,67 @@ fn group_norm_synced(norm: &GroupNorm, tiles: &[Tensor<4>]) -> Vec<Tensor<4>> {
             }
             out
         })
-        .collect()
-}
+    }
 
-fn each(tiles: Vec<Tensor<4>>, f: impl Fn(Tensor<4>) -> Tensor<4>) -> Vec<Tensor<4>> {
-    tiles.into_iter().map(f).collect()
-}
+    fn resnet(&self, block: &ResnetBlock, tiles: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
+        let residual = match &block.nin_shortcut {
+            Some(conv) => self.map(tiles.clone(), |t| conv.forward(t)),
+            None => tiles.clone(),
+        };
+        let h = self.map(self.group_norm(&block.norm1, &tiles), |t| {
+            block.conv1.forward(silu(t))
+        });
+        let h = self.map(self.group_norm(&block.norm2, &h), |t| {
+            block.conv2.forward(silu(t))
+        });
+        self.zip(h, residual, |h, r| r + h)
+    }
 
-fn resnet_tiled(block: &ResnetBlock, tiles: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
-    let residual: Vec<Tensor<4>> = tiles
-        .iter()
-        .map(|t| match &block.nin_shortcut {
-            Some(conv) => conv.forward(t.clone()),
-            None => t.clone(),
+    fn attn(&self, attn: &AttnBlock, tiles: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
+        let normed = self.group_norm(&attn.norm, &tiles);
+        self.zip(tiles, normed, |x, n| x + attn.attend(n))
+    }
+
+    fn mid(&self, mid: &Mid, tiles: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
+        let tiles = self.resnet(&mid.block_1, tiles);
+        let tiles = self.attn(&mid.attn_1, tiles);
+        self.resnet(&mid.block_2, tiles)
+    }
+
+    fn encoder(&self, encoder: &Encoder, tiles: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
+        let mut tiles = self.map(tiles, |t| encoder.conv_in.forward(t));
+        for level in &encoder.down {
+            for block in &level.block {
+                tiles = self.resnet(block, tiles);
+            }
+            if let Some(down) = &level.downsample {
+                tiles = self.map(tiles, |t| {
+                    down.conv
+                        .forward(t.pad((0, 1, 0, 1), PadMode::Constant(0.0)))
+                });
+            }
+        }
+        let tiles = self.mid(&encoder.mid, tiles);
+        self.map(self.group_norm(&encoder.norm_out, &tiles), |t| {
+            encoder.conv_out.forward(silu(t))
         })
-        .collect();
-    let h = each(group_norm_synced(&block.norm1, &tiles), |t| {
-        block.conv1.forward(silu(t))
-    });
-    let h = each(group_norm_synced(&block.norm2, &h), |t| {
-        block.conv2.forward(silu(t))
-    });
-    h.into_iter().zip(residual).map(|(h, r)| r + h).collect()
-}
-
-fn attn_tiled(attn: &AttnBlock, tiles: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
-    let normed = group_norm_synced(&attn.norm, &tiles);
-    tiles
-        .into_iter()
-        .zip(normed)
-        .map(|(x, n)| x + attn.attend(n))
-        .collect()
-}
-
-fn mid_tiled(mid: &Mid, tiles: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
-    let tiles = resnet_tiled(&mid.block_1, tiles);
-    let tiles = attn_tiled(&mid.attn_1, tiles);
-    resnet_tiled(&mid.block_2, tiles)
-}
-
-fn encoder_tiled(encoder: &Encoder, tiles: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
-    let mut tiles = each(tiles, |t| encoder.conv_in.forward(t));
-    for level in &encoder.down {
-        for block in &level.block {
-            tiles = resnet_tiled(block, tiles);
-        }
-        if let Some(down) = &level.downsample {
-            tiles = each(tiles, |t| {
-                down.conv
-                    .forward(t.pad((0, 1, 0, 1), PadMode::Constant(0.0)))
-            });
-        }
     }
-    let tiles = mid_tiled(&encoder.mid, tiles);
-    each(group_norm_synced(&encoder.norm_out, &tiles), |t| {
-        encoder.conv_out.forward(silu(t))
-    })
-}
 
-fn decoder_tiled(decoder: &Decoder, tiles: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
-    let tiles = each(tiles, |t| decoder.conv_in.forward(t));
-    let mut tiles = mid_tiled(&decoder.mid, tiles);
-    for level in decoder.up.iter().rev() {
-        for block in &level.block {
-            tiles = resnet_tiled(block, tiles);
+    fn decoder(&self, decoder: &Decoder, tiles: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
+        let tiles = self.map(tiles, |t| decoder.conv_in.forward(t));
+        let mut tiles = self.mid(&decoder.mid, tiles);
+        for level in decoder.up.iter().rev() {
+            for block in &level.block {
+                tiles = self.resnet(block, tiles);
+            }
+            if let Some(up) = &level.upsample {
+                tiles = self.map(tiles, |t| up.conv.forward(upsample_nearest2x(t)));
+            }
         }
-        if let Some(up) = &level.upsample {
-            tiles = each(tiles, |t| up.conv.forward(upsample_nearest2x(t)));
-        }
+        self.map(self.group_norm(&decoder.norm_out, &tiles), |t| {
+            decoder.conv_out.forward(silu(t))
+        })
     }
-    each(group_norm_synced(&decoder.norm_out, &tiles), |t| {
-        decoder.conv_out.forward(silu(t))
-    })
 }
 
 /// Runs `net` tile by tile over `x` and assembles the valid regions.
@@ -229,8 +241,14 @@ fn run_tiled(
     tile_size: usize,
     pad: usize,
     decoder: bool,
-    net: impl Fn(Vec<Tensor<4>>) -> Vec<Tensor<4>>,
+    park: Option<&Device>,
+    net: impl Fn(&Tiler, Vec<Tensor<4>>) -> Vec<Tensor<4>>,
 ) -> Tensor<4> {
+    let compute = x.device();
+    let tiler = Tiler {
+        park: park.cloned().unwrap_or_else(|| compute.clone()),
+        compute,
+    };
     let [b, _, h, w] = x.dims();
     let boxes = split_tiles(h, w, tile_size, pad, decoder);
     let tiles: Vec<Tensor<4>> = boxes
@@ -238,10 +256,12 @@ fn run_tiled(
         .map(|t| {
             let [x1, x2, y1, y2] = t.input;
             let [_, c, _, _] = x.dims();
-            x.clone().slice([0..b, 0..c, y1..y2, x1..x2])
+            x.clone()
+                .slice([0..b, 0..c, y1..y2, x1..x2])
+                .to_device(&tiler.park)
         })
         .collect();
-    let outputs = net(tiles);
+    let outputs = net(&tiler, tiles);
     let to_out = |v: usize| if decoder { v * 8 } else { v / 8 };
     let [_, c, _, _] = outputs[0].dims();
     let mut result = Tensor::<4>::zeros([b, c, to_out(h), to_out(w)], &x.device());
@@ -250,7 +270,12 @@ fn run_tiled(
         let [ox1, ox2, oy1, oy2] = tile.output;
         // The tile's output covers `padded`; keep the part inside the output box.
         let (dy, dx) = (oy1 - padded[2], ox1 - padded[0]);
-        let valid = out.slice([0..b, 0..c, dy..dy + (oy2 - oy1), dx..dx + (ox2 - ox1)]);
+        let valid = out.to_device(&tiler.compute).slice([
+            0..b,
+            0..c,
+            dy..dy + (oy2 - oy1),
+            dx..dx + (ox2 - ox1),
+        ]);
         result = result.slice_assign([0..b, 0..c, oy1..oy2, ox1..ox2], valid);
     }
     result
@@ -259,17 +284,23 @@ fn run_tiled(
 impl AutoencoderKl {
     /// The posterior of an image, encoded in tiles of `tile_size` pixels (a multiple of 8).
     /// Small images (at most `tile_size + 64` on the longer side) are encoded untiled, as in
-    /// the reference.
+    /// the reference. With `park`, tiles wait there between operations (pass the CPU device
+    /// when computing on a GPU to bound GPU memory to about one tile).
     ///
     /// # Shapes
     /// - `x`: `[B, 3, H, W]` in `[-1, 1]`, `H` and `W` multiples of 8
-    pub fn encode_tiled(&self, x: Tensor<4>, tile_size: usize) -> DiagonalGaussian {
+    pub fn encode_tiled(
+        &self,
+        x: Tensor<4>,
+        tile_size: usize,
+        park: Option<&Device>,
+    ) -> DiagonalGaussian {
         let [_, _, h, w] = x.dims();
         let moments = if h.max(w) <= 2 * ENCODER_PAD + tile_size {
             self.encoder.forward(x)
         } else {
-            run_tiled(x, tile_size, ENCODER_PAD, false, |t| {
-                encoder_tiled(&self.encoder, t)
+            run_tiled(x, tile_size, ENCODER_PAD, false, park, |tiler, t| {
+                tiler.encoder(&self.encoder, t)
             })
         };
         DiagonalGaussian::from_moments(self.quant_conv.forward(moments))
@@ -277,17 +308,18 @@ impl AutoencoderKl {
 
     /// Decodes an (unscaled) latent in tiles of `tile_size` latent pixels. Small latents (at
     /// most `tile_size + 22` on the longer side) are decoded untiled, as in the reference.
+    /// `park` as for [`encode_tiled`](Self::encode_tiled).
     ///
     /// # Shapes
     /// - `z`: `[B, embed_dim, h, w]`; returns `[B, 3, 8h, 8w]`
-    pub fn decode_tiled(&self, z: Tensor<4>, tile_size: usize) -> Tensor<4> {
+    pub fn decode_tiled(&self, z: Tensor<4>, tile_size: usize, park: Option<&Device>) -> Tensor<4> {
         let z = self.post_quant_conv.forward(z);
         let [_, _, h, w] = z.dims();
         if h.max(w) <= 2 * DECODER_PAD + tile_size {
             self.decoder.forward(z)
         } else {
-            run_tiled(z, tile_size, DECODER_PAD, true, |t| {
-                decoder_tiled(&self.decoder, t)
+            run_tiled(z, tile_size, DECODER_PAD, true, park, |tiler, t| {
+                tiler.decoder(&self.decoder, t)
             })
         }
     }
@@ -307,7 +339,7 @@ pub fn boxes_data(tiles: &[VaeTile], output: bool) -> TensorData {
 mod tests {
     use super::*;
     use crate::vae::VaeConfig;
-    use burn::tensor::{Device, Distribution};
+    use burn::tensor::Distribution;
 
     #[test]
     fn tiles_cover_the_input_like_the_reference() {
@@ -327,9 +359,14 @@ mod tests {
         let device = Device::flex();
         let vae = VaeConfig::tiny().init(&device);
         let z = Tensor::<4>::random([1, 4, 6, 6], Distribution::Default, &device);
-        let tiled = run_tiled(vae.post_quant_conv.forward(z.clone()), 64, 0, true, |t| {
-            decoder_tiled(&vae.decoder, t)
-        });
+        let tiled = run_tiled(
+            vae.post_quant_conv.forward(z.clone()),
+            64,
+            0,
+            true,
+            None,
+            |tiler, t| tiler.decoder(&vae.decoder, t),
+        );
         let plain = vae.decode(z);
         let diff: f32 = (tiled - plain).abs().max().into_scalar();
         assert!(diff < 1e-4, "{diff}");

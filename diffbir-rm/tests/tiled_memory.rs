@@ -2,50 +2,19 @@
 //! its peak memory does not grow with the number of tiles (only the output buffers do).
 //!
 //! Peak memory is measured with a counting global allocator, which sees every tensor the
-//! flex backend allocates. A global allocator needs `unsafe`; this test file is the only
-//! place in the workspace that allows it.
+//! flex backend allocates (`testing/counting_alloc.rs`, which needs `unsafe`).
 #![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::tensor::{Device, Distribution, Tensor};
 use diffbir_rm::{Restorer, RrdbNetConfig, Stage1};
 
-struct Counting;
+#[path = "../../testing/counting_alloc.rs"]
+mod counting_alloc;
 
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-/// Tests in this file measure one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
+use counting_alloc::{SERIAL, peak_during};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Peak bytes allocated above the starting level while `f` runs.
-fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    let out = f();
-    (out, PEAK.load(Ordering::Relaxed) - base)
-}
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 fn model(device: &Device) -> Stage1 {
     Stage1::RrdbNet(RrdbNetConfig::tiny().init(device))

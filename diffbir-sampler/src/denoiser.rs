@@ -156,7 +156,11 @@ mod tests {
     #[test]
     fn timesteps_fill_the_batch() {
         let t = ModelTimesteps::new(998.5, 3);
-        let values: Vec<f32> = t.tensor(&Device::flex()).into_data().to_vec().unwrap();
+        let values: Vec<f32> = t
+            .tensor(&Device::flex())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert_eq!(values, vec![998.5; 3]);
         assert_eq!((t.value(), t.batch()), (998.5, 3));
     }

@@ -129,8 +129,10 @@ fn lambda(log_alpha: f32) -> f32 {
     log_alpha - log_sigma
 }
 
-/// `torch.linspace(start, end, steps)` in `float32` (the scalar path of PyTorch's CPU kernel:
-/// the first half counted from `start`, the second half from `end`).
+/// `torch.linspace(start, end, steps)` in `float32` as PyTorch's CPU kernel computes it: the
+/// first half counted from `start`, the second half from `end`, each value one fused
+/// multiply-add (the kernel is compiled with floating-point contraction; this reproduces the
+/// reference's time grids bit for bit).
 pub(crate) fn torch_linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
     if steps == 1 {
         return vec![start];
@@ -140,9 +142,9 @@ pub(crate) fn torch_linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32>
     (0..steps)
         .map(|i| {
             if i < halfway {
-                start + step * i as f32
+                step.mul_add(i as f32, start)
             } else {
-                end - step * (steps - i - 1) as f32
+                (-step).mul_add((steps - i - 1) as f32, end)
             }
         })
         .collect()
@@ -253,8 +255,7 @@ impl DpmSolver {
         let mut t_prev = [times[0], times[0]];
         let first = self.data_prediction(model, &x, times[0], cond);
         let mut x0_prev = [first.clone(), first];
-        for step in 1..=total {
-            let t = times[step];
+        for (step, &t) in times.iter().enumerate().skip(1) {
             let order = if step == 1 || (total < 10 && step == total) {
                 1
             } else {

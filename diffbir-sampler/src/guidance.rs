@@ -164,14 +164,18 @@ mod tests {
         let out: Vec<f32> = model
             .predict(x.clone(), &t, &both)
             .into_data()
-            .to_vec()
+            .try_to_vec::<f32>()
             .unwrap();
         assert_eq!(out, vec![0.5 + 3.0 * 0.5]);
         let only = GuidedCond {
             cond: 1.0,
             uncond: None,
         };
-        let out: Vec<f32> = model.predict(x, &t, &only).into_data().to_vec().unwrap();
+        let out: Vec<f32> = model
+            .predict(x, &t, &only)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert_eq!(out, vec![1.0]);
     }
 }

@@ -281,8 +281,8 @@ mod tests {
             s.sqrt_alphas_cumprod()[500],
             s.sqrt_one_minus_alphas_cumprod()[500],
         );
-        let x: Vec<f32> = x_t.into_data().to_vec().unwrap();
-        let v: Vec<f32> = v.into_data().to_vec().unwrap();
+        let x: Vec<f32> = x_t.into_data().try_to_vec::<f32>().unwrap();
+        let v: Vec<f32> = v.into_data().try_to_vec::<f32>().unwrap();
         assert!((x[2] - (a - 0.5 * b)).abs() < 1e-6);
         assert!((v[3] - (-0.5 * a - b)).abs() < 1e-6);
     }

@@ -63,3 +63,46 @@ pub fn noise_augment(
     let eps = noise.randn_like(&cond_latent);
     schedule.q_sample(cond_latent, &vec![t; b], eps)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::NoiseScheduleConfig;
+    use burn::tensor::{Device, TensorData};
+
+    #[test]
+    fn start_points_draw_once_and_noise_the_condition() {
+        let device = Device::flex();
+        let c_img = Tensor::<4>::ones([1, 1, 1, 2], &device);
+        let draw = || TensorData::new(vec![0.5f32, -1.0], [1, 1, 1, 2]);
+        let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+
+        let mut noise = NoiseSource::replay([draw()]);
+        let zsnr = NoiseScheduleConfig::sd_v21().init();
+        let pure = StartPoint::Noise.latent(&zsnr, &c_img, &mut noise);
+        assert_eq!((values(pure), noise.remaining()), (vec![0.5, -1.0], 0));
+
+        // Zero terminal SNR: the `cond` start point is pure noise as well.
+        let mut noise = NoiseSource::replay([draw()]);
+        let cond = StartPoint::Cond.latent(&zsnr, &c_img, &mut noise);
+        assert_eq!(values(cond), vec![0.5, -1.0]);
+
+        // SD linear: √ᾱ_999·c + √(1 − ᾱ_999)·ε.
+        let linear = NoiseScheduleConfig::sd_v2().init();
+        let mut noise = NoiseSource::replay([draw()]);
+        let cond = values(StartPoint::Cond.latent(&linear, &c_img, &mut noise));
+        let (a, s) = (
+            linear.sqrt_alphas_cumprod()[999],
+            linear.sqrt_one_minus_alphas_cumprod()[999],
+        );
+        assert_eq!(cond, vec![a + s * 0.5, a - s]);
+
+        let mut noise = NoiseSource::replay([draw()]);
+        let aug = values(noise_augment(&linear, c_img, 200, &mut noise));
+        let (a, s) = (
+            linear.sqrt_alphas_cumprod()[200],
+            linear.sqrt_one_minus_alphas_cumprod()[200],
+        );
+        assert_eq!(aug, vec![a + s * 0.5, a - s]);
+    }
+}

@@ -75,7 +75,7 @@ impl Denoiser for Toy {
 fn values(t: Tensor<4>) -> Vec<f64> {
     t.into_data()
         .convert::<f64>()
-        .to_vec()
+        .try_to_vec::<f64>()
         .expect("f64 after convert")
 }
 

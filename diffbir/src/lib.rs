@@ -9,6 +9,9 @@
 //! - [`ldm`]: Stable Diffusion 2.1 parts;
 //! - [`controlnet`]: the IRControlNet;
 //! - [`sampler`]: noise schedules and samplers;
+//! - [`pipeline`]: the whole restoration for each task and version;
+//! - [`stage2`]: the generation stage (condition latent, prompts, sampler, decoding);
+//! - [`hub`]: the official weight files, downloaded, verified and cached;
 //! - [`zoo`]: the model architectures that checkpoints can be verified against.
 //!
 //! Library users turn the default features (the command-line program and the CPU backend)
@@ -25,6 +28,9 @@ pub use diffbir_ldm as ldm;
 pub use diffbir_rm as rm;
 pub use diffbir_sampler as sampler;
 
+pub mod hub;
+pub mod pipeline;
+pub mod stage2;
 pub mod zoo;
 
 pub use diffbir_core::{Error, Result};

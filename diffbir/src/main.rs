@@ -1,12 +1,15 @@
 //! The `diffbir` command.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
 use diffbir::core::device::DeviceSpec;
 use diffbir::core::{Checkpoint, CheckpointFormat};
+use diffbir::hub::{self, DownloadEvent, DownloadObserver, Hub, Location, ModelFile};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
 #[derive(Parser, Debug)]
 #[command(name = "diffbir", version, about = "DiffBIR blind image restoration")]
@@ -20,6 +23,59 @@ enum Command {
     /// Inspect and verify checkpoint files.
     #[command(subcommand)]
     Weights(WeightsCommand),
+    /// Download the official weight files into the cache, verifying their SHA-256.
+    ///
+    /// Files already in a --weights-dir folder or in the cache are not downloaded again.
+    /// The cache is $DIFFBIR_HOME, else the user's cache folder (~/.cache/diffbir on Linux).
+    /// DIFFBIR_HUB_ENDPOINT (or HF_ENDPOINT) replaces https://huggingface.co for mirrors,
+    /// DIFFBIR_GITHUB_ENDPOINT replaces https://github.com.
+    Download(DownloadArgs),
+}
+
+/// Where weight files are looked for, and whether they may be downloaded.
+#[derive(Args, Debug)]
+struct HubArgs {
+    /// A folder of weight files you already have, looked up by file name before the cache
+    /// and used without download (repeatable; DIFFBIR_WEIGHTS_DIR is searched first).
+    #[arg(long = "weights-dir", value_name = "DIR")]
+    weights_dirs: Vec<PathBuf>,
+    /// Never download: a file missing from --weights-dir and the cache is an error
+    /// (also DIFFBIR_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
+}
+
+impl HubArgs {
+    fn hub(&self) -> Result<Hub> {
+        let mut hub = Hub::from_env()?;
+        for dir in &self.weights_dirs {
+            hub = hub.with_weights_dir(dir);
+        }
+        if self.offline {
+            hub = hub.offline(true);
+        }
+        Ok(hub)
+    }
+}
+
+#[derive(Args, Debug)]
+struct DownloadArgs {
+    /// Files to download, by name (see --list), upstream key (`v2.1`, `sd_v2.1`) or file name.
+    names: Vec<String>,
+    /// Also download every file a DiffBIR version needs for --task: v1, v2 or v2.1.
+    #[arg(long = "version", id = "pipeline_version", value_name = "VERSION")]
+    pipeline_version: Option<String>,
+    /// The task for --version: sr, denoise, face or unaligned_face.
+    #[arg(long, default_value = "sr", requires = "pipeline_version")]
+    task: String,
+    /// List the known files and where they are, then exit.
+    #[arg(long, conflicts_with_all = ["names", "pipeline_version", "verify"])]
+    list: bool,
+    /// Hash the local files again and compare them with their pinned or recorded SHA-256.
+    #[arg(long)]
+    verify: bool,
+    #[command(flatten)]
+    hub: HubArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,6 +138,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Download(args) => download(&args),
         Command::Weights(WeightsCommand::Models) => {
             let models = diffbir::zoo::models();
             if models.is_empty() {
@@ -122,4 +179,149 @@ fn inspect(file: &std::path::Path) -> Result<ExitCode> {
         ckpt.num_float_elements()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn download(args: &DownloadArgs) -> Result<ExitCode> {
+    let hub = args.hub.hub()?;
+    if args.list {
+        for file in hub::files() {
+            let place = match hub.locate(file) {
+                Some((path, _)) => path.display().to_string(),
+                None => "-".into(),
+            };
+            println!(
+                "{:<22} {:<32} {:>10}  {:<26} {place}",
+                file.name,
+                file.file_name,
+                HumanBytes(file.size).to_string(),
+                format!("sha256 {}", file.hash_policy()),
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut files: Vec<&'static ModelFile> = Vec::new();
+    for name in &args.names {
+        files.push(hub::find_file(name)?);
+    }
+    if let Some(version) = &args.pipeline_version {
+        files.extend(hub::files_for_task(version, &args.task)?);
+    }
+    if files.is_empty() {
+        bail!(
+            "name the files to download (see `diffbir download --list`), or the pipeline with \
+             --version and --task"
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(f.name));
+
+    let mut mismatched = false;
+    for file in files {
+        let path = hub.fetch_file(file, &mut Progress::default())?;
+        println!("{:<22} {}", file.name, path.display());
+        if args.verify
+            && let Some(check) = hub.verify(file)?
+        {
+            match &check.expected {
+                Some((expected, origin)) if !check.is_ok() => {
+                    mismatched = true;
+                    eprintln!(
+                        "error: {}: SHA-256 is {}, expected {expected} ({origin})",
+                        check.path.display(),
+                        check.sha256
+                    );
+                }
+                Some(_) => eprintln!("{}: SHA-256 ok ({})", file.file_name, check.sha256),
+                None => eprintln!(
+                    "{}: SHA-256 {} (nothing recorded to compare with)",
+                    file.file_name, check.sha256
+                ),
+            }
+        }
+    }
+    Ok(if mismatched {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Draws download progress on stderr (hidden when stderr is not a terminal).
+#[derive(Default)]
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn say(&self, message: String) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{message}")),
+            None => eprintln!("{message}"),
+        }
+    }
+}
+
+impl DownloadObserver for Progress {
+    fn on_event(&mut self, event: &DownloadEvent<'_>) -> ControlFlow<()> {
+        match event {
+            DownloadEvent::Found {
+                location: Location::WeightsDir,
+                path,
+                ..
+            } => self.say(format!("using {}", path.display())),
+            DownloadEvent::Resuming { file, bytes } => self.say(format!(
+                "{}: resuming after {}",
+                file.file_name,
+                HumanBytes(*bytes)
+            )),
+            DownloadEvent::Started {
+                file,
+                url,
+                offset,
+                total,
+            } => {
+                self.say(format!("downloading {url}"));
+                let bar = ProgressBar::new(total.unwrap_or(file.size));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar.set_message(file.file_name);
+                bar.set_position(*offset);
+                bar.reset_eta();
+                self.bar = Some(bar);
+            }
+            DownloadEvent::Progress {
+                downloaded, total, ..
+            } => {
+                if let Some(bar) = &self.bar {
+                    if let Some(total) = total {
+                        bar.set_length(*total);
+                    }
+                    bar.set_position(*downloaded);
+                }
+            }
+            DownloadEvent::Retrying {
+                attempt,
+                max_attempts,
+                error,
+                ..
+            } => self.say(format!(
+                "warning: {error}; trying again ({}/{max_attempts})",
+                attempt + 1
+            )),
+            DownloadEvent::SourceFailed { error, .. } => {
+                self.say(format!("warning: {error}; trying the next source"));
+            }
+            DownloadEvent::Finished { .. } => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
 }

@@ -41,18 +41,29 @@ struct ManifestKey {
     dtype: String,
 }
 
-/// Writes a checkpoint with every tensor of `manifest` (random normal values, σ = 0.02;
-/// zeros for integer buffers) under its released-file key, in `layout`. Returns the number
-/// of tensors written.
-pub fn write(manifest: &Path, layout: Layout, out: &Path, seed: u64) -> Result<usize> {
-    let text = std::fs::read_to_string(manifest)
-        .with_context(|| format!("reading {}", manifest.display()))?;
-    let manifest: Manifest = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a key manifest", manifest.display()))?;
+/// Writes a checkpoint with every tensor of the manifests (random normal values, σ = 0.02;
+/// zeros for integer buffers) under its released-file key, in `layout`. Several manifests
+/// make one file (the UNet, VAE and text-encoder manifests make an SD checkpoint). Returns
+/// the number of tensors written.
+pub fn write(
+    manifests: &[impl AsRef<Path>],
+    layout: Layout,
+    out: &Path,
+    seed: u64,
+) -> Result<usize> {
+    let mut keys = Vec::new();
+    for path in manifests {
+        let path = path.as_ref();
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a key manifest", path.display()))?;
+        keys.extend(manifest.keys);
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let normal = Normal::new(0.0f32, 0.02).expect("valid normal");
-    let mut tensors: Vec<NamedTensor> = Vec::with_capacity(manifest.keys.len());
-    for entry in &manifest.keys {
+    let mut tensors: Vec<NamedTensor> = Vec::with_capacity(keys.len());
+    for entry in &keys {
         let name = entry
             .checkpoint_key
             .clone()

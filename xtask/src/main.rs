@@ -35,9 +35,10 @@ enum Command {
     /// Write a random-weight checkpoint with every tensor of a key manifest, in the on-disk
     /// layout of an official file.
     FakeCheckpoint {
-        /// Key manifest (`manifests/*.json` of the fixtures).
-        #[arg(long)]
-        manifest: PathBuf,
+        /// Key manifest (`manifests/*.json` of the fixtures); repeat it to put several
+        /// models in one file (e.g. unet, vae and clip for an SD checkpoint).
+        #[arg(long, required = true)]
+        manifest: Vec<PathBuf>,
         /// On-disk layout of the official file.
         #[arg(long, value_enum)]
         layout: fake_checkpoint::Layout,

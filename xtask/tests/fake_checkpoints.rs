@@ -22,7 +22,7 @@ fn manifests() -> PathBuf {
 fn verify(manifest: &str, layout: Layout, model: &str, file: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join(file);
-    let written = fake_checkpoint::write(&manifests().join(manifest), layout, &out, 7).unwrap();
+    let written = fake_checkpoint::write(&[manifests().join(manifest)], layout, &out, 7).unwrap();
     let report = diffbir::zoo::verify(&out, model, &Device::flex()).unwrap();
     assert!(report.is_complete(), "{model} from {file}: {report:?}");
     assert_eq!(
@@ -100,9 +100,49 @@ fn bsrnet_and_scunet_checkpoints_in_their_official_layouts() {
 fn a_checkpoint_of_another_model_is_reported_as_incomplete() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("BSRNet.pth");
-    fake_checkpoint::write(&manifests().join("bsrnet.json"), Layout::StateDict, &out, 1).unwrap();
+    fake_checkpoint::write(
+        &[manifests().join("bsrnet.json")],
+        Layout::StateDict,
+        &out,
+        1,
+    )
+    .unwrap();
     let report = diffbir::zoo::verify(&out, "scunet", &Device::flex()).unwrap();
     assert!(!report.is_complete());
     assert_eq!(report.missing.len(), 540);
     assert_eq!(report.unused.len(), 702);
+}
+
+/// Full-size stage-2 files: 1.45 GB (ControlNet) and 5.2 GB (SD) of random weights, so these
+/// run on demand: `cargo test -p xtask --test fake_checkpoints -- --ignored`.
+#[test]
+#[ignore = "writes and loads multi-gigabyte checkpoints"]
+fn controlnet_checkpoints_in_their_official_layout() {
+    let expected = "mapped 324 tensors, 0 missing, 0 unused";
+    for (model, file) in [
+        ("controlnet-v1", "v1_general.pth"),
+        ("controlnet-v2", "v2.pth"),
+        ("controlnet-v2.1", "DiffBIR_v2.1.pt"),
+    ] {
+        assert_eq!(
+            verify("controlnet.json", Layout::StateDict, model, file),
+            expected
+        );
+    }
+}
+
+#[test]
+#[ignore = "writes and loads multi-gigabyte checkpoints"]
+fn sd_checkpoint_in_its_official_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("v2-1_512-ema-pruned.ckpt");
+    let parts = ["unet.json", "vae.json", "clip.json"].map(|m| manifests().join(m));
+    let written = fake_checkpoint::write(&parts, Layout::Lightning, &out, 3).unwrap();
+    for model in ["sd21", "sd21-zsnr"] {
+        let report = diffbir::zoo::verify(&out, model, &Device::flex()).unwrap();
+        assert!(report.is_complete(), "{model}: {report:?}");
+        // `logit_scale`, a scalar no DiffBIR path reads, is the one dropped tensor.
+        assert_eq!(report.dropped, ["cond_stage_model.model.logit_scale"]);
+        assert_eq!(report.applied.len() + 1, written);
+    }
 }

@@ -160,6 +160,12 @@ impl From<&EdmAncestralConfig> for Ancestral {
 /// DiffBIR's EDM noise levels: `σ_i = √((1 − ā_i)/ā_i)` at the training timesteps
 /// `τ_i = trunc(linspace(999, 0, S, endpoint=False))`, with `ā_0` forced to `1e-8`, then
 /// `σ_S = 0` (`EDMSampler.make_schedule`; not the Karras schedule).
+///
+/// The forced start `σ_0 ≈ 10⁴` suits the zero-terminal-SNR v model of DiffBIR v2.1 (its
+/// last timestep has `σ = ∞`). For eps models (v1, v2) it lies far beyond the last training
+/// timestep (`σ ≈ 14.6`): the first denoised estimate is then about `σ_0·√(ᾱ₉₉₉/(1 − ᾱ₉₉₉))`
+/// ≈ 680 times too large, and the reference's EDM samples are unusable (its own fixtures
+/// reach `|z| ≈ 2.5·10⁴`). This port reproduces that behaviour.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdmSchedule {
     sigmas: Vec<f32>,

@@ -28,7 +28,7 @@ fn config(case: &Case) -> Result<ClipTextConfig> {
 }
 
 /// The merges file: the case's `vocab_file`, else the one shipped next to the cases.
-fn tokenizer(case: &Case) -> Result<ClipTokenizer> {
+pub(super) fn tokenizer(case: &Case) -> Result<ClipTokenizer> {
     let file = case
         .json
         .get("vocab_file")

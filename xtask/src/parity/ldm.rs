@@ -84,10 +84,10 @@ pub fn controlnet(case: &Case, device: &Device) -> Result<Outputs> {
 }
 
 /// Builds the case's `ControlLdm` (UNet and IRControlNet) from `unet_cfg`/`controlnet_cfg`
-/// and its weight files.
-fn control_ldm(case: &Case, device: &Device) -> Result<ControlLdm> {
-    let unet_cfg = case.config_at("/config/unet_cfg", UnetConfig::new())?;
-    let cn_cfg = case.config_at("/config/controlnet_cfg", UnetConfig::new())?;
+/// under the JSON pointer `base`, and its weight files.
+pub(super) fn control_ldm_at(case: &Case, base: &str, device: &Device) -> Result<ControlLdm> {
+    let unet_cfg = case.config_at(&format!("{base}/unet_cfg"), UnetConfig::new())?;
+    let cn_cfg = case.config_at(&format!("{base}/controlnet_cfg"), UnetConfig::new())?;
     unet_cfg.validate()?;
     let mut unet = unet_cfg.init(device);
     let mut controlnet = init_controlnet(&cn_cfg, device)?;
@@ -98,7 +98,7 @@ fn control_ldm(case: &Case, device: &Device) -> Result<ControlLdm> {
 
 /// `cldm_forward`: `ControlLDM.forward` with the default (all 1) and the case's control scales.
 pub fn cldm(case: &Case, device: &Device) -> Result<Outputs> {
-    let cldm = control_ldm(case, device)?;
+    let cldm = control_ldm_at(case, "/config", device)?;
     let x = case.float::<4>("input.x", device)?;
     let t = case.int::<1>("input.t", device)?.float();
     let c_txt = case.float::<3>("input.c_txt", device)?;

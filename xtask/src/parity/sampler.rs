@@ -5,41 +5,26 @@
 //! `sampler_options`, `cfg_scale`, `rescale_cfg`, `start_point_type`, `tiled`), and the
 //! recorded noise is replayed in order.
 
-use std::fmt;
-
 use anyhow::{Context, Result, bail, ensure};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
+use diffbir::controlnet::{ControlCond, ControlDenoiser};
 use diffbir::sampler::ddim::DdimConfig;
 use diffbir::sampler::dpm_solver::DiscreteVp;
 use diffbir::sampler::edm::EdmSchedule;
 use diffbir::sampler::spaced::{SpacedConfig, space_timesteps};
 use diffbir::sampler::{
-    CfgRescale, ClassifierFree, Denoiser, GuidedCond, ModelTimesteps, NoiseScheduleConfig,
-    Parameterization, SampleObserver, SamplerConfig, SamplerOptions, StartPoint, StepInfo,
-    TileCond, Tiled,
+    CfgRescale, ClassifierFree, Denoiser, GuidedCond, ModelTimesteps, NoiseSchedule,
+    NoiseScheduleConfig, Parameterization, SampleObserver, Sampler, SamplerConfig, SamplerOptions,
+    StartPoint, StepInfo, Tiled,
 };
 use diffbir_core::NoiseSource;
-use diffbir_core::tiling::TileBox;
 use serde_json::Value;
 
-use super::{Case, Outputs, standin};
-
-/// A builder's verdict that this build cannot run the case yet (it needs a network that is
-/// not ported): the runner should report it as UNSUPPORTED rather than FAIL.
-#[derive(Debug)]
-pub struct Unsupported(pub String);
-
-impl fmt::Display for Unsupported {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unsupported: {}", self.0)
-    }
-}
-
-impl std::error::Error for Unsupported {}
+use super::{Case, Outputs, ldm, standin};
 
 /// The training schedule of a case's `diffusion_config` (the reference's defaults for absent
 /// keys: `zero_snr` false, `parameterization` eps, `beta_schedule` linear).
-fn schedule_config(config: &Value) -> Result<NoiseScheduleConfig> {
+pub(super) fn schedule_config(config: &Value) -> Result<NoiseScheduleConfig> {
     let num = |k: &str| {
         config
             .get(k)
@@ -318,35 +303,12 @@ pub fn sampler_schedules(case: &Case, _device: &Device) -> Result<Outputs> {
     Ok(out)
 }
 
-/// The condition of one branch of the stand-in.
-#[derive(Debug, Clone)]
-struct StandInCond {
-    c_txt: Tensor<3>,
-    c_img: Tensor<4>,
-}
-
-impl StandInCond {
-    fn read(case: &Case, branch: &str, device: &Device) -> Result<Self> {
-        Ok(Self {
-            c_txt: case.float::<3>(&format!("input.{branch}.c_txt"), device)?,
-            c_img: case.float::<4>(&format!("input.{branch}.c_img"), device)?,
-        })
-    }
-}
-
-impl TileCond for StandInCond {
-    fn crop(&self, tile: TileBox) -> Self {
-        let [b, c, _, _] = self.c_img.dims();
-        Self {
-            c_txt: self.c_txt.clone(),
-            c_img: self.c_img.clone().slice([
-                0..b,
-                0..c,
-                tile.hi..tile.hi_end,
-                tile.wi..tile.wi_end,
-            ]),
-        }
-    }
+/// Reads one guidance branch's condition (`input.<branch>.c_txt` / `.c_img`).
+fn read_cond(case: &Case, branch: &str, device: &Device) -> Result<ControlCond> {
+    Ok(ControlCond {
+        c_txt: case.float::<3>(&format!("input.{branch}.c_txt"), device)?,
+        c_img: case.float::<4>(&format!("input.{branch}.c_img"), device)?,
+    })
 }
 
 /// The analytic stand-in of the sampler cases ([`standin::TILED_FORMULA`]), taking the model
@@ -356,23 +318,39 @@ struct StandIn {
 }
 
 impl Denoiser for StandIn {
-    type Cond = StandInCond;
+    type Cond = ControlCond;
 
     fn parameterization(&self) -> Parameterization {
         self.parameterization
     }
 
-    fn predict(&self, x_t: Tensor<4>, t: &ModelTimesteps, cond: &StandInCond) -> Tensor<4> {
+    fn predict(&self, x_t: Tensor<4>, t: &ModelTimesteps, cond: &ControlCond) -> Tensor<4> {
         let [b, _, _, _] = x_t.dims();
-        let [_, l, d] = cond.c_txt.dims();
+        let device = x_t.device();
         let tt = t.value() / 1000.0;
-        let ctx = cond
+        // PyTorch's float32 tanh and mean are (nearly) correctly rounded; computing them in f64
+        // and rounding once follows the reference more closely than f32 arithmetic, which
+        // matters where the EDM samplers multiply the model output by σ ≈ 10⁴.
+        let x: Vec<f32> = x_t
+            .to_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        let tanh: Vec<f32> = x.iter().map(|&v| f64::from(v).tanh() as f32).collect();
+        let tanh = Tensor::<4>::from_data(TensorData::new(tanh, x_t.dims()), &device);
+        let c: Vec<f32> = cond
             .c_txt
-            .clone()
-            .reshape([b, l * d])
-            .mean_dim(1)
-            .reshape([b, 1, 1, 1]);
-        x_t.tanh().mul_scalar(0.8).mul_scalar(1.0 - 0.5 * tt)
+            .to_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        let per = c.len() / b;
+        let ctx: Vec<f32> = c
+            .chunks(per)
+            .map(|item| item.iter().map(|&v| f64::from(v)).sum::<f64>() as f32 / per as f32)
+            .collect();
+        let ctx = Tensor::<4>::from_data(TensorData::new(ctx, [b, 1, 1, 1]), &device);
+        tanh.mul_scalar(0.8).mul_scalar(1.0 - 0.5 * tt)
             + cond.c_img.clone().mul_scalar(0.3)
             + ctx.mul_scalar(0.2)
             + tt * 0.1
@@ -394,7 +372,7 @@ impl SampleObserver for Recorder {
     }
 }
 
-fn sampler_options(options: &Value) -> Result<SamplerOptions> {
+pub(super) fn sampler_options(options: &Value) -> Result<SamplerOptions> {
     let num = |k: &str| {
         options
             .get(k)
@@ -410,19 +388,14 @@ fn sampler_options(options: &Value) -> Result<SamplerOptions> {
         .with_order(num("order")? as usize))
 }
 
-/// `sampler_run`: a full sampler run on the stand-in with classifier-free guidance,
-/// optionally tiled, from the recorded start latent (or the `cond` start point), replaying the
-/// recorded noise. Also checks every recorded per-step state.
+/// `sampler_run`: a full sampler run with classifier-free guidance, optionally tiled, on the
+/// analytic stand-in or the tiny `ControlLDM`, from the recorded start latent (or the `cond`
+/// start point), replaying the recorded noise. Also checks every recorded per-step state.
+///
+/// A case whose original raised must be refused by the port: the error is returned (the
+/// runner counts it as reproduced); a port that accepts such a configuration returns no
+/// outputs, which the runner reports as a failure.
 pub fn sampler_run(case: &Case, device: &Device) -> Result<Outputs> {
-    let model = case.field("/model")?.as_str().unwrap_or_default();
-    if model != "standin" {
-        return Err(Unsupported(format!("the sampler model `{model}` is not ported yet")).into());
-    }
-    let formula = case.field("/standin_formula")?.as_str().unwrap_or_default();
-    ensure!(
-        formula == standin::TILED_FORMULA,
-        "unknown stand-in formula `{formula}`"
-    );
     let schedule = schedule_config(case.field("/diffusion_config")?)?.init();
     let name = case
         .field("/sampler")?
@@ -435,87 +408,123 @@ pub fn sampler_run(case: &Case, device: &Device) -> Result<Outputs> {
         .get("expect_error")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-
-    let sampler = SamplerConfig::from_name(name, steps, &options)
+    let built = SamplerConfig::from_name(name, steps, &options)
         .and_then(|config| Ok((config.init(&schedule)?, config)));
-    let (sampler, config) = match (sampler, expect_error) {
+    let (sampler, config) = match (built, expect_error) {
         (Ok(built), false) => built,
-        (Err(e), false) => return Err(e.into()),
-        // The original raised here and the port refuses the configuration: nothing to compare.
-        (Err(_), true) => return Ok(Outputs::default()),
-        (Ok(_), true) => bail!(
-            "the original raises `{}`, but the port accepted the configuration",
-            case.json
-                .get("expected_error")
-                .and_then(Value::as_str)
-                .unwrap_or("an error")
-        ),
+        (Err(e), _) => {
+            return Err(anyhow::Error::new(e).context(format!("the port refuses `{name}`")));
+        }
+        (Ok(_), true) => return Ok(Outputs::default()),
     };
-
-    let cond = GuidedCond {
-        cond: StandInCond::read(case, "cond", device)?,
-        uncond: Some(StandInCond::read(case, "uncond", device)?),
-    };
-    let mut noise = NoiseSource::replay(case.noise_draws());
-    let start = case
-        .field("/start_point_type")?
-        .as_str()
-        .context("`start_point_type` is not a string")?;
-    let x_t = match start {
-        "noise" => case.float::<4>("input.x_T", device)?,
-        "cond" => StartPoint::Cond.latent(&schedule, &cond.cond.c_img, &mut noise),
-        other => bail!("unknown start point `{other}`"),
-    };
-
-    let scale = case
-        .field("/cfg_scale")?
-        .as_f64()
-        .context("`cfg_scale` is not a number")?;
     let rescale = case
         .field("/rescale_cfg")?
         .as_bool()
         .context("`rescale_cfg` is not a boolean")?;
-    let stand_in = StandIn {
-        parameterization: schedule.parameterization(),
+    let run = Run {
+        case,
+        device,
+        schedule: &schedule,
+        sampler: &sampler,
+        rescale: config.cfg_rescale(rescale),
     };
-    let mut recorder = Recorder::default();
-    let z = match case.field("/tiled")? {
-        Value::Null => {
-            let model =
-                ClassifierFree::new(stand_in, scale).with_rescale(config.cfg_rescale(rescale));
-            sampler.sample(&model, x_t, &cond, &mut noise, &mut recorder)
+    let parameterization = schedule.parameterization();
+    match case.field("/model")?.as_str().unwrap_or_default() {
+        "standin" => {
+            let formula = case.field("/standin_formula")?.as_str().unwrap_or_default();
+            ensure!(
+                formula == standin::TILED_FORMULA,
+                "unknown stand-in formula `{formula}`"
+            );
+            run.with(StandIn { parameterization })
         }
-        tiled => {
-            let get = |k: &str| {
-                tiled
-                    .get(k)
-                    .and_then(Value::as_u64)
-                    .map(|v| v as usize)
-                    .with_context(|| format!("`tiled` has no `{k}`"))
-            };
-            let inner = Tiled::new(stand_in, get("size")?, get("stride")?)?;
-            let model = ClassifierFree::new(inner, scale).with_rescale(config.cfg_rescale(rescale));
-            sampler.sample(&model, x_t, &cond, &mut noise, &mut recorder)
+        "tiny_cldm" => {
+            let strength = case
+                .json
+                .get("strength")
+                .and_then(Value::as_f64)
+                .unwrap_or(1.0);
+            let cldm = ldm::control_ldm_at(case, "/config", device)?;
+            run.with(ControlDenoiser {
+                cldm: &cldm,
+                strength,
+                parameterization,
+            })
         }
-    };
-    ensure!(
-        noise.remaining() == 0,
-        "the port drew fewer random tensors than the original ({} recorded draws left)",
-        noise.remaining()
-    );
-    check_steps(case, name, &recorder)?;
+        other => bail!("the sampler model `{other}` is not known to this build"),
+    }
+}
 
-    let mut out = Outputs::default();
-    out.tensor("output.z", z);
-    Ok(out)
+/// What a sampler run needs besides the model.
+struct Run<'a> {
+    case: &'a Case,
+    device: &'a Device,
+    schedule: &'a NoiseSchedule,
+    sampler: &'a Sampler,
+    rescale: CfgRescale,
+}
+
+impl Run<'_> {
+    fn with<M: Denoiser<Cond = ControlCond>>(self, model: M) -> Result<Outputs> {
+        let (case, device) = (self.case, self.device);
+        let cond = GuidedCond {
+            cond: read_cond(case, "cond", device)?,
+            uncond: Some(read_cond(case, "uncond", device)?),
+        };
+        let mut noise = NoiseSource::replay(case.noise_draws());
+        let start = case
+            .field("/start_point_type")?
+            .as_str()
+            .context("`start_point_type` is not a string")?;
+        let x_t = match start {
+            "noise" => case.float::<4>("input.x_T", device)?,
+            "cond" => StartPoint::Cond.latent(self.schedule, &cond.cond.c_img, &mut noise),
+            other => bail!("unknown start point `{other}`"),
+        };
+        let scale = case
+            .field("/cfg_scale")?
+            .as_f64()
+            .context("`cfg_scale` is not a number")?;
+        let mut recorder = Recorder::default();
+        let z = match case.field("/tiled")? {
+            Value::Null => {
+                let model = ClassifierFree::new(model, scale).with_rescale(self.rescale);
+                self.sampler
+                    .sample(&model, x_t, &cond, &mut noise, &mut recorder)
+            }
+            tiled => {
+                let get = |k: &str| {
+                    tiled
+                        .get(k)
+                        .and_then(Value::as_u64)
+                        .map(|v| v as usize)
+                        .with_context(|| format!("`tiled` has no `{k}`"))
+                };
+                let inner = Tiled::new(model, get("size")?, get("stride")?)?;
+                let model = ClassifierFree::new(inner, scale).with_rescale(self.rescale);
+                self.sampler
+                    .sample(&model, x_t, &cond, &mut noise, &mut recorder)
+            }
+        };
+        ensure!(
+            noise.remaining() == 0,
+            "the port drew fewer random tensors than the original ({} recorded draws left)",
+            noise.remaining()
+        );
+        let edm = matches!(self.sampler, Sampler::Edm(_));
+        check_steps(case, edm, &recorder)?;
+        let mut out = Outputs::default();
+        out.tensor("output.z", z);
+        Ok(out)
+    }
 }
 
 /// Compares the recorded per-step states: the latent after each step (spaced, DDIM,
 /// DPM-Solver) or the denoised estimate of each step (EDM, whose recorded `x` is the latent
 /// at the start of a step), with the case tolerance, `atol` scaled by the tensor's largest
 /// magnitude.
-fn check_steps(case: &Case, sampler: &str, recorder: &Recorder) -> Result<()> {
-    let (suffix, states) = if sampler.starts_with("edm_") {
+fn check_steps(case: &Case, edm: bool, recorder: &Recorder) -> Result<()> {
+    let (suffix, states) = if edm {
         ("denoised", &recorder.x0)
     } else {
         ("x", &recorder.x)
@@ -557,32 +566,4 @@ fn check_steps(case: &Case, sampler: &str, recorder: &Recorder) -> Result<()> {
         states.len()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod debug_tests {
-    use super::*;
-
-    #[test]
-    #[ignore]
-    fn print_schedule_errors() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
-        for name in ["sampler_schedules_v2_eps", "sampler_schedules_v21_v_zsnr"] {
-            let case = Case::open(&dir.join(format!("{name}.json"))).unwrap();
-            let out = sampler_schedules(&case, &Device::flex()).unwrap();
-            for (k, (_, got)) in &out.values {
-                let e = case.stored(k).unwrap();
-                let mut worst = (0.0f64, 0usize);
-                for (i, (a, b)) in got.iter().zip(&e.values).enumerate() {
-                    let r = (a - b).abs() / b.abs().max(1e-30);
-                    if r > worst.0 && r.is_finite() {
-                        worst = (r, i);
-                    }
-                }
-                if worst.0 > 0.0 {
-                    println!("{name} {k}: rel {:.2e} at {}", worst.0, worst.1);
-                }
-            }
-        }
-    }
 }

@@ -1,0 +1,415 @@
+//! The whole restoration: stage 1, DiffBIR's resize rules, stage 2, colour fix and the final
+//! resize, as `inference.py` runs it for each task and version (spec §7).
+//!
+//! ```no_run
+//! use diffbir::pipeline::{Pipeline, PipelineConfig, Task, Version, WeightFiles};
+//! use diffbir::core::{NoiseSource, device::parse_device};
+//!
+//! let device = parse_device("cpu")?;
+//! let config = PipelineConfig::new(Task::Sr, Version::V21);
+//! let files = WeightFiles::in_dir("weights", &config); // the official file names
+//! let pipeline = Pipeline::load(config, &files, &device)?;
+//! let image = image::open("photo.png").expect("readable");
+//! let mut noise = NoiseSource::seeded(231);
+//! let restored = pipeline.restore(&image, &mut noise, &mut ())?; // [0, 1], one per sample
+//! # Ok::<(), diffbir::Error>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor};
+use diffbir_controlnet::{CONTROLNET_KEYS, ControlLdm, controlnet_sd21, init_controlnet};
+use diffbir_core::color::ColorFix;
+use diffbir_core::image::image_to_tensor;
+use diffbir_core::resize::{self, pil_upscale, upscaled_size};
+use diffbir_core::{Checkpoint, Error, NoiseSource, Precision, Result, load_into};
+use diffbir_ldm::clip::{ClipTextConfig, ClipTokenizer};
+use diffbir_ldm::sd::{StableDiffusion, StableDiffusionConfig};
+use diffbir_ldm::{UnetConfig, VaeConfig};
+use diffbir_rm::{Restorer, RrdbNetConfig, ScuNetConfig, Stage1, Stage1Config, SwinIrConfig};
+use diffbir_sampler::{
+    NoiseScheduleConfig, SampleObserver, SamplerConfig, SamplerOptions, StartPoint,
+};
+use image::DynamicImage;
+use serde::{Deserialize, Serialize};
+
+use crate::stage2::{Stage2, Stage2Options};
+
+/// What to restore (`--task`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Blind super-resolution of natural images.
+    Sr,
+    /// Aligned 512×512 faces.
+    Face,
+    /// Blind denoising.
+    Denoise,
+}
+
+/// Which DiffBIR release's models and defaults (`--version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Version {
+    /// The first release (IRControlNet v1, SwinIR stage 1, ε-prediction).
+    #[serde(rename = "v1")]
+    V1,
+    /// The ECCV release (BSRNet / SCUNet stage 1 for SR / denoising).
+    #[serde(rename = "v2")]
+    V2,
+    /// The current release (zero-SNR v-prediction SD, Real-ESRGAN-trained SwinIR).
+    #[serde(rename = "v2.1")]
+    V21,
+}
+
+/// The default positive prompt of DiffBIR v2.1.
+pub const DEFAULT_POS_PROMPT: &str = "Cinematic, High Contrast, highly detailed, taken using a Canon EOS R camera, hyper detailed photo - realistic maximum detail, 32k, Color Grading, ultra HD, extreme meticulous detailing, skin pore detailing, hyper sharpness, perfect without deformations.";
+/// The default negative prompt of DiffBIR v2.1.
+pub const DEFAULT_NEG_PROMPT: &str = "painting, oil painting, illustration, drawing, art, sketch, oil painting, cartoon, CG Style, 3D render, unreal engine, blurring, dirty, messy, worst quality, low quality, frames, watermark, signature, jpeg artifacts, deformed, lowres, over-smooth.";
+/// The default negative prompt of DiffBIR v2.
+pub const V2_NEG_PROMPT: &str =
+    "low quality, blurry, low-resolution, noisy, unsharp, weird textures";
+
+/// The shapes of every network of a pipeline (the official ones by default; `custom` runs may
+/// bring their own).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelConfigs {
+    /// Stage-1 network.
+    pub stage1: Stage1Config,
+    /// SD UNet.
+    pub unet: UnetConfig,
+    /// IRControlNet.
+    pub controlnet: UnetConfig,
+    /// SD VAE.
+    pub vae: VaeConfig,
+    /// Text encoder.
+    pub clip: ClipTextConfig,
+    /// Training schedule of the SD checkpoint.
+    pub schedule: NoiseScheduleConfig,
+}
+
+/// The official file names a task and version need (see `docs/weights.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfficialFiles {
+    /// Stage-1 checkpoint.
+    pub stage1: &'static str,
+    /// SD checkpoint.
+    pub sd: &'static str,
+    /// IRControlNet checkpoint.
+    pub controlnet: &'static str,
+}
+
+impl OfficialFiles {
+    /// The files of `task` at `version` (spec §7.1).
+    pub fn of(task: Task, version: Version) -> Self {
+        let stage1 = match (task, version) {
+            (Task::Face, _) => "face_swinir_v1.ckpt",
+            (_, Version::V1) => "general_swinir_v1.ckpt",
+            (Task::Sr, Version::V2) => "BSRNet.pth",
+            (Task::Denoise, Version::V2) => "scunet_color_real_psnr.pth",
+            (_, Version::V21) => "realesrgan_s4_swinir_100k.pth",
+        };
+        let controlnet = match (task, version) {
+            (Task::Face, Version::V1) => "v1_face.pth",
+            (_, Version::V1) => "v1_general.pth",
+            (_, Version::V2) => "v2.pth",
+            (_, Version::V21) => "DiffBIR_v2.1.pt",
+        };
+        let sd = match version {
+            Version::V21 => "sd2.1-base-zsnr-laionaes5.ckpt",
+            _ => "v2-1_512-ema-pruned.ckpt",
+        };
+        Self {
+            stage1,
+            sd,
+            controlnet,
+        }
+    }
+}
+
+/// Every setting of a restoration, validated in one place.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// The task.
+    pub task: Task,
+    /// The release whose models and defaults are used.
+    pub version: Version,
+    /// Network shapes.
+    pub models: ModelConfigs,
+    /// Output scale relative to the input (`--upscale`).
+    pub upscale: f64,
+    /// Stage 2.
+    pub stage2: Stage2Options,
+    /// Tiled stage 1: tile size and stride in pixels (`--cleaner_tiled`).
+    pub cleaner_tile: Option<(usize, usize)>,
+    /// Colour fix against the stage-1 result.
+    pub color_fix: ColorFix,
+    /// Float precision of stage 1 and the diffusion networks (the VAE and the text encoder
+    /// stay in f32, as in the reference).
+    pub precision: Precision,
+    /// Samples per image (`--n_samples`).
+    pub n_samples: usize,
+    /// Samples per diffusion batch (`--batch_size`).
+    pub batch_size: usize,
+}
+
+impl PipelineConfig {
+    /// The reference's defaults for `task` at `version` (`inference.py` for v2.1, the v2 and
+    /// v1 command lines for the older releases).
+    pub fn new(task: Task, version: Version) -> Self {
+        let stage1 = match (task, version) {
+            (Task::Sr, Version::V2) => Stage1Config::RrdbNet(RrdbNetConfig::bsrnet()),
+            (Task::Denoise, Version::V2) => Stage1Config::ScuNet(ScuNetConfig::scunet_psnr()),
+            _ => Stage1Config::SwinIr(SwinIrConfig::diffbir()),
+        };
+        let schedule = match version {
+            Version::V21 => NoiseScheduleConfig::sd_v21(),
+            _ => NoiseScheduleConfig::sd_v2(),
+        };
+        let (sampler, steps, cfg_scale, pos, neg) = match version {
+            Version::V21 => (
+                "edm_dpm++_3m_sde",
+                10,
+                6.0,
+                DEFAULT_POS_PROMPT,
+                DEFAULT_NEG_PROMPT,
+            ),
+            Version::V2 => ("spaced", 50, 4.0, "", V2_NEG_PROMPT),
+            Version::V1 => ("spaced", 50, 1.0, "", ""),
+        };
+        let sampler = SamplerConfig::from_name(sampler, steps, &SamplerOptions::new())
+            .expect("the default sampler names are valid");
+        Self {
+            task,
+            version,
+            models: ModelConfigs {
+                stage1,
+                unet: UnetConfig::sd21(),
+                controlnet: controlnet_sd21(),
+                vae: VaeConfig::sd21(),
+                clip: ClipTextConfig::vit_h14(),
+                schedule,
+            },
+            upscale: if task == Task::Face { 1.0 } else { 4.0 },
+            stage2: Stage2Options {
+                sampler,
+                strength: 1.0,
+                cfg_scale,
+                rescale_cfg: false,
+                start_point: StartPoint::Noise,
+                noise_aug: 0,
+                pos_prompt: pos.into(),
+                neg_prompt: neg.into(),
+                vae_encoder_tile: None,
+                vae_decoder_tile: None,
+                cldm_tile: None,
+            },
+            cleaner_tile: None,
+            color_fix: ColorFix::Wavelet,
+            precision: Precision::F32,
+            n_samples: 1,
+            batch_size: 1,
+        }
+    }
+
+    /// Checks every setting; [`Pipeline::load`] calls it.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str, reason: String| {
+            Err(Error::InvalidArgument {
+                what: what.into(),
+                reason,
+            })
+        };
+        if !(self.upscale.is_finite() && self.upscale > 0.0) {
+            return bad(
+                "upscale",
+                format!("{} must be a positive number", self.upscale),
+            );
+        }
+        if self.n_samples == 0 || self.batch_size == 0 {
+            return bad(
+                "samples",
+                "n_samples and batch_size must be at least 1".into(),
+            );
+        }
+        if let Some((size, stride)) = self.cleaner_tile
+            && (size == 0 || stride == 0)
+        {
+            return bad(
+                "cleaner tile",
+                format!("size {size} and stride {stride} must be positive"),
+            );
+        }
+        self.stage2.validate()?;
+        self.models.stage1.validate()?;
+        self.models.unet.validate()?;
+        self.models.controlnet.validate()?;
+        self.models.vae.validate()?;
+        self.models.clip.validate()
+    }
+}
+
+/// Where the checkpoints of a pipeline are.
+#[derive(Debug, Clone)]
+pub struct WeightFiles {
+    /// Stage-1 checkpoint.
+    pub stage1: PathBuf,
+    /// SD checkpoint (UNet, VAE, text encoder).
+    pub sd: PathBuf,
+    /// IRControlNet checkpoint.
+    pub controlnet: PathBuf,
+    /// The text tokenizer's BPE merges (`bpe_simple_vocab_16e6.txt.gz`).
+    pub bpe_vocab: PathBuf,
+}
+
+impl WeightFiles {
+    /// The official file names of `config`'s task and version inside `dir`.
+    pub fn in_dir(dir: impl AsRef<Path>, config: &PipelineConfig) -> Self {
+        let dir = dir.as_ref();
+        let names = OfficialFiles::of(config.task, config.version);
+        Self {
+            stage1: dir.join(names.stage1),
+            sd: dir.join(names.sd),
+            controlnet: dir.join(names.controlnet),
+            bpe_vocab: dir.join(diffbir_ldm::clip::BPE_VOCAB_FILE),
+        }
+    }
+}
+
+/// A loaded restoration pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    config: PipelineConfig,
+    stage1: Stage1,
+    stage2: Stage2,
+}
+
+impl Pipeline {
+    /// Validates `config`, then loads every checkpoint strictly (a file for another model is
+    /// an error naming the keys that did not match).
+    pub fn load(config: PipelineConfig, files: &WeightFiles, device: &Device) -> Result<Self> {
+        config.validate()?;
+        config.precision.check(device)?;
+        let models = &config.models;
+        let stage1_ckpt = Checkpoint::open(&files.stage1)?;
+        let (stage1, _) = models.stage1.load(
+            &stage1_ckpt,
+            models.stage1.key_map(),
+            config.precision,
+            device,
+        )?;
+        let sd_config = StableDiffusionConfig {
+            unet: models.unet.clone(),
+            vae: models.vae.clone(),
+            clip: models.clip.clone(),
+        };
+        let (sd, _) = StableDiffusion::load(&sd_config, &Checkpoint::open(&files.sd)?, device)?;
+        let mut controlnet = init_controlnet(&models.controlnet, device)?;
+        load_into(
+            &mut controlnet,
+            &Checkpoint::open(&files.controlnet)?,
+            &CONTROLNET_KEYS,
+        )?;
+        let cldm = ControlLdm {
+            unet: sd.unet,
+            controlnet,
+        }
+        .with_precision(config.precision);
+        let stage2 = Stage2 {
+            cldm,
+            vae: sd.vae,
+            clip: sd.clip,
+            tokenizer: ClipTokenizer::from_file(&files.bpe_vocab)?,
+            schedule: models.schedule.init(),
+        };
+        Ok(Self {
+            config,
+            stage1,
+            stage2,
+        })
+    }
+
+    /// The settings this pipeline runs with.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    /// Stage 1 with the reference's input and resize rules; returns the condition image and
+    /// the output size `(height, width)`.
+    fn stage1(&self, image: &DynamicImage, device: &Device) -> Result<(Tensor<4>, (usize, usize))> {
+        const SHORT_EDGE: usize = 512;
+        let bsrnet = matches!(self.stage1, Stage1::RrdbNet(_));
+        let (lq, output) = if bsrnet {
+            let rgb = image.to_rgb8();
+            let (w, h) = upscaled_size(rgb.width(), rgb.height(), self.config.upscale)?;
+            (rgb, (h as usize, w as usize))
+        } else {
+            let rgb = pil_upscale(image, self.config.upscale)?;
+            let size = (rgb.height() as usize, rgb.width() as usize);
+            (rgb, size)
+        };
+        let (lq, _) = image_to_tensor(&DynamicImage::ImageRgb8(lq), device);
+        let short = |t: &Tensor<4>| {
+            let [_, _, h, w] = t.dims();
+            h.min(w)
+        };
+        let run = |x: Tensor<4>| match self.config.cleaner_tile {
+            Some((size, stride)) => self.stage1.restore_tiled(x, size, stride),
+            None => Ok(self.stage1.restore(x)),
+        };
+        let cond = match &self.stage1 {
+            // SwinIRPipeline resizes before the untiled network, after the tiled one.
+            Stage1::SwinIr(_) if self.config.cleaner_tile.is_none() => {
+                let lq = if short(&lq) < SHORT_EDGE {
+                    resize::resize_short_edge_to(lq, SHORT_EDGE)?
+                } else {
+                    lq
+                };
+                run(lq)?
+            }
+            Stage1::RrdbNet(_) => {
+                let y = run(lq)?;
+                if output.0.min(output.1) < SHORT_EDGE {
+                    resize::resize_short_edge_to(y, SHORT_EDGE)?
+                } else {
+                    resize::resize_bicubic_antialias(y, output.0, output.1)?
+                }
+            }
+            _ => {
+                let y = run(lq)?;
+                if short(&y) < SHORT_EDGE {
+                    resize::resize_short_edge_to(y, SHORT_EDGE)?
+                } else {
+                    y
+                }
+            }
+        };
+        Ok((cond, output))
+    }
+
+    /// Restores one image: `n_samples` results (they differ only by their noise), each
+    /// `[1, 3, H·upscale, W·upscale]` in `[0, 1]` (unclamped until quantised).
+    pub fn restore(
+        &self,
+        image: &DynamicImage,
+        noise: &mut NoiseSource,
+        observer: &mut impl SampleObserver,
+    ) -> Result<Vec<Tensor<4>>> {
+        let device = self.stage2.vae.quant_conv.weight.val().device();
+        let (cond, (out_h, out_w)) = self.stage1(image, &device)?;
+        let mut results = Vec::with_capacity(self.config.n_samples);
+        let mut remaining = self.config.n_samples;
+        while remaining > 0 {
+            let batch = remaining.min(self.config.batch_size);
+            let cond_batch = Tensor::cat(vec![cond.clone(); batch], 0);
+            let sample =
+                self.stage2
+                    .apply(cond_batch.clone(), &self.config.stage2, noise, observer)?;
+            let fixed =
+                resize::postprocess(sample, cond_batch, self.config.color_fix, out_h, out_w)?;
+            let [_, c, h, w] = fixed.dims();
+            results.extend((0..batch).map(|i| fixed.clone().slice([i..i + 1, 0..c, 0..h, 0..w])));
+            remaining -= batch;
+        }
+        Ok(results)
+    }
+}

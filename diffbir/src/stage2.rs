@@ -1,0 +1,216 @@
+//! Stage 2 of DiffBIR: from a stage-1 result to the generated image (spec §7.4,
+//! `XPixelGroup/DiffBIR@3f8b530:diffbir/pipeline.py::Pipeline.apply_cldm`). It wires the
+//! components together and holds no maths of its own.
+
+use burn::tensor::Tensor;
+use burn::tensor::ops::PadMode;
+use diffbir_controlnet::{ControlCond, ControlDenoiser, ControlLdm};
+use diffbir_core::{Error, NoiseSource, Result};
+use diffbir_ldm::clip::{ClipTextEncoder, ClipTokenizer};
+use diffbir_ldm::vae::{AutoencoderKl, Latent};
+use diffbir_sampler::{
+    ClassifierFree, Denoiser, GuidedCond, NoiseSchedule, SampleObserver, SamplerConfig, StartPoint,
+    Tiled, noise_augment,
+};
+
+/// The networks and schedule of stage 2.
+#[derive(Debug)]
+pub struct Stage2 {
+    /// UNet + IRControlNet.
+    pub cldm: ControlLdm,
+    /// The SD autoencoder.
+    pub vae: AutoencoderKl,
+    /// The text encoder.
+    pub clip: ClipTextEncoder,
+    /// Its tokenizer.
+    pub tokenizer: ClipTokenizer,
+    /// The training schedule of the SD checkpoint (its parameterisation included).
+    pub schedule: NoiseSchedule,
+}
+
+/// The settings of one stage-2 run (`apply_cldm`'s arguments).
+#[derive(Debug, Clone)]
+pub struct Stage2Options {
+    /// The sampler and its steps.
+    pub sampler: SamplerConfig,
+    /// Scale of every ControlNet residual (`--strength`).
+    pub strength: f64,
+    /// Classifier-free guidance scale (`--cfg_scale`).
+    pub cfg_scale: f64,
+    /// Vary the guidance scale over time (`--rescale_cfg`).
+    pub rescale_cfg: bool,
+    /// Start from noise or from the noised condition (`--start_point_type`).
+    pub start_point: StartPoint,
+    /// Noise-augmentation timestep of the condition latent (`--noise_aug`, 0 = off).
+    pub noise_aug: usize,
+    /// Positive prompt.
+    pub pos_prompt: String,
+    /// Negative prompt.
+    pub neg_prompt: String,
+    /// Tiled VAE encoding with this tile side in pixels (`--vae_encoder_tile_size`).
+    pub vae_encoder_tile: Option<usize>,
+    /// Tiled VAE decoding with this tile side in pixels (`--vae_decoder_tile_size`).
+    pub vae_decoder_tile: Option<usize>,
+    /// Tiled diffusion with this tile side and stride in pixels (`--cldm_tile_size`,
+    /// `--cldm_tile_stride`).
+    pub cldm_tile: Option<(usize, usize)>,
+}
+
+impl Stage2Options {
+    /// Checks what the reference checks (tile sizes) and what this port needs.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str, reason: String| {
+            Err(Error::InvalidArgument {
+                what: what.into(),
+                reason,
+            })
+        };
+        if let Some((size, stride)) = self.cldm_tile
+            && (size == 0 || !size.is_multiple_of(64) || stride == 0 || !stride.is_multiple_of(8))
+        {
+            return bad(
+                "diffusion tile",
+                format!(
+                    "size {size} must be a positive multiple of 64 and stride {stride} a positive multiple of 8"
+                ),
+            );
+        }
+        for (what, tile) in [
+            ("VAE encoder tile", self.vae_encoder_tile),
+            ("VAE decoder tile", self.vae_decoder_tile),
+        ] {
+            if let Some(t) = tile.filter(|t| *t == 0 || !t.is_multiple_of(8)) {
+                return bad(what, format!("{t} must be a positive multiple of 8"));
+            }
+        }
+        if self.noise_aug >= 1000 {
+            return bad(
+                "noise augmentation",
+                format!("timestep {} must be below 1000", self.noise_aug),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn pad_to_multiple(x: Tensor<4>, multiple: usize) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let (ph, pw) = (
+        h.div_ceil(multiple) * multiple - h,
+        w.div_ceil(multiple) * multiple - w,
+    );
+    if ph == 0 && pw == 0 {
+        x
+    } else {
+        x.pad((0, pw, 0, ph), PadMode::Constant(0.0))
+    }
+}
+
+impl Stage2 {
+    /// The text context of a prompt, repeated over the batch.
+    fn text(&self, prompt: &str, batch: usize) -> Tensor<3> {
+        let prompts = vec![prompt; batch];
+        self.clip.encode(&self.tokenizer, &prompts)
+    }
+
+    /// Generates the restored image from the stage-1 result `cond_img`, drawing the start
+    /// latent, the noise augmentation and the sampler's noise from `noise` in that order.
+    ///
+    /// # Shapes
+    /// - `cond_img`: `[B, 3, H, W]` in `[0, 1]`
+    /// - returns `[B, 3, H, W]`, nominally in `[-1, 1]` (not clamped)
+    pub fn apply(
+        &self,
+        cond_img: Tensor<4>,
+        options: &Stage2Options,
+        noise: &mut NoiseSource,
+        observer: &mut impl SampleObserver,
+    ) -> Result<Tensor<4>> {
+        options.validate()?;
+        let [b, _, h0, w0] = cond_img.dims();
+        let encoder_tile = options.vae_encoder_tile;
+        // The VAE needs multiples of 8; untiled runs pad to 64 as the reference does.
+        let multiple = if encoder_tile.is_none() && options.cldm_tile.is_none() {
+            64
+        } else {
+            8
+        };
+        let image = pad_to_multiple(cond_img, multiple);
+        let [_, _, hp, wp] = image.dims();
+        let encoder_tile = encoder_tile.filter(|t| hp >= *t && wp >= *t);
+        let c_img = self
+            .vae
+            .encode_latent(image.mul_scalar(2.0).sub_scalar(1.0), encoder_tile, None)
+            .0;
+        let [_, _, h1, w1] = c_img.dims();
+        let c_img = if options.cldm_tile.is_none() {
+            pad_to_multiple(c_img, 8)
+        } else {
+            c_img
+        };
+
+        let x_t = options.start_point.latent(&self.schedule, &c_img, noise);
+        let c_img = if options.noise_aug > 0 {
+            noise_augment(&self.schedule, c_img, options.noise_aug, noise)
+        } else {
+            c_img
+        };
+        let cond = GuidedCond {
+            cond: ControlCond {
+                c_txt: self.text(&options.pos_prompt, b),
+                c_img: c_img.clone(),
+            },
+            uncond: Some(ControlCond {
+                c_txt: self.text(&options.neg_prompt, b),
+                c_img,
+            }),
+        };
+        let sampler = options.sampler.init(&self.schedule)?;
+        let rescale = options.sampler.cfg_rescale(options.rescale_cfg);
+        let model = ControlDenoiser {
+            cldm: &self.cldm,
+            strength: options.strength,
+            parameterization: self.schedule.parameterization(),
+        };
+        let z = match options.cldm_tile {
+            Some((size, stride)) => {
+                let tiled = Tiled::new(model, size / 8, stride / 8)?;
+                run(
+                    &sampler,
+                    ClassifierFree::new(tiled, options.cfg_scale).with_rescale(rescale),
+                    x_t,
+                    &cond,
+                    noise,
+                    observer,
+                )
+            }
+            None => run(
+                &sampler,
+                ClassifierFree::new(model, options.cfg_scale).with_rescale(rescale),
+                x_t,
+                &cond,
+                noise,
+                observer,
+            ),
+        };
+        let [_, c, _, _] = z.dims();
+        let z = z.slice([0..b, 0..c, 0..h1, 0..w1]);
+        let decoder_tile = options
+            .vae_decoder_tile
+            .map(|t| t / 8)
+            .filter(|t| h1 >= *t && w1 >= *t);
+        let x = self.vae.decode_latent(&Latent(z), decoder_tile);
+        Ok(x.slice([0..b, 0..3, 0..h0, 0..w0]))
+    }
+}
+
+fn run<D: Denoiser<Cond = GuidedCond<ControlCond>>>(
+    sampler: &diffbir_sampler::Sampler,
+    model: D,
+    x_t: Tensor<4>,
+    cond: &GuidedCond<ControlCond>,
+    noise: &mut NoiseSource,
+    observer: &mut impl SampleObserver,
+) -> Tensor<4> {
+    sampler.sample(&model, x_t, cond, noise, observer)
+}

@@ -1,0 +1,1056 @@
+//! The weight downloads of `diffbir::hub` and `diffbir download`, against a small HTTP/1.1
+//! server on 127.0.0.1 that this file runs (no internet, tiny fake payloads).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use diffbir::hub::{
+    DownloadEvent, HashOrigin, Host, Hub, HubError, Location, ModelFile, Source, find_file,
+};
+use sha2::{Digest, Sha256};
+
+// ---- the test server -------------------------------------------------------------------------
+
+/// How the server answers one path.
+#[derive(Debug, Clone, Default)]
+struct Route {
+    body: Vec<u8>,
+    /// Sent as `X-Linked-Etag` (quoted), as Hugging Face does for LFS files.
+    linked_etag: Option<String>,
+    /// Answer GET and HEAD with a 302 to this path (keeping the etag), like Hugging Face's
+    /// `resolve` URLs redirecting to the CDN.
+    redirect: Option<String>,
+    /// Answer with this status and no body.
+    status: Option<u16>,
+    /// Cut the next `.1` GET bodies off after `.0` bytes (the full length is announced).
+    cut: Option<(usize, usize)>,
+    /// Flip a byte in the middle of what is served.
+    corrupt: bool,
+    /// Answer range requests with the whole file (200).
+    ignore_range: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Logged {
+    method: String,
+    path: String,
+    range: Option<String>,
+}
+
+struct Server {
+    addr: SocketAddr,
+    routes: Arc<Mutex<HashMap<String, Route>>>,
+    log: Arc<Mutex<Vec<Logged>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let addr = listener.local_addr().unwrap();
+        let routes = Arc::new(Mutex::new(HashMap::<String, Route>::new()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (routes, log, stop) = (routes.clone(), log.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Ok(stream) = stream {
+                        // One request per connection; errors only drop that connection.
+                        let _ = serve(stream, addr, &routes, &log);
+                    }
+                }
+            })
+        };
+        Self {
+            addr,
+            routes,
+            log,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn route(&self, path: &str, route: Route) {
+        self.routes.lock().unwrap().insert(path.to_owned(), route);
+    }
+
+    fn requests(&self) -> Vec<Logged> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn gets(&self, path: &str) -> Vec<Logged> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && r.path == path)
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(
+    stream: TcpStream,
+    addr: SocketAddr,
+    routes: &Mutex<HashMap<String, Route>>,
+    log: &Mutex<Vec<Logged>>,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
+        return Ok(());
+    };
+    let (method, path) = (method.to_owned(), path.to_owned());
+    let mut range = None;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.trim().eq_ignore_ascii_case("range")
+        {
+            range = Some(value.trim().to_owned());
+        }
+    }
+    log.lock().unwrap().push(Logged {
+        method: method.clone(),
+        path: path.clone(),
+        range: range.clone(),
+    });
+    let head = method == "HEAD";
+    let mut out = stream;
+    let route = {
+        let mut routes = routes.lock().unwrap();
+        let Some(route) = routes.get_mut(&path) else {
+            return respond(&mut out, "404 Not Found", &[], b"", head);
+        };
+        let snapshot = route.clone();
+        if !head && let Some((_, times)) = &mut route.cut {
+            *times = times.saturating_sub(1);
+        }
+        snapshot
+    };
+    let etag = route
+        .linked_etag
+        .as_ref()
+        .map(|e| ("X-Linked-Etag".to_owned(), format!("\"{e}\"")));
+    if let Some(status) = route.status {
+        let reason = format!("{status} Test");
+        return respond(&mut out, &reason, &[], b"", head);
+    }
+    if let Some(target) = &route.redirect {
+        let mut headers = vec![("Location".to_owned(), format!("http://{addr}{target}"))];
+        headers.extend(etag);
+        return respond(&mut out, "302 Found", &headers, b"", head);
+    }
+    let mut body = route.body.clone();
+    if route.corrupt && !body.is_empty() {
+        let mid = body.len() / 2;
+        body[mid] ^= 0x55;
+    }
+    let len = body.len();
+    let start = range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|r| r.parse::<usize>().ok())
+        .filter(|_| !route.ignore_range);
+    let mut headers: Vec<(String, String)> = etag.into_iter().collect();
+    let (status, slice) = match start {
+        Some(s) if s >= len => {
+            headers.push(("Content-Range".into(), format!("bytes */{len}")));
+            return respond(&mut out, "416 Range Not Satisfiable", &headers, b"", head);
+        }
+        Some(s) => {
+            headers.push((
+                "Content-Range".into(),
+                format!("bytes {s}-{}/{len}", len - 1),
+            ));
+            ("206 Partial Content", &body[s..])
+        }
+        None => ("200 OK", &body[..]),
+    };
+    match route.cut {
+        Some((after, times)) if times > 0 && !head => {
+            let mut text = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+                slice.len()
+            );
+            for (k, v) in &headers {
+                text.push_str(&format!("{k}: {v}\r\n"));
+            }
+            text.push_str("\r\n");
+            out.write_all(text.as_bytes())?;
+            out.write_all(&slice[..after.min(slice.len())])?;
+            out.flush()?;
+            out.shutdown(Shutdown::Both)
+        }
+        _ => respond(&mut out, status, &headers, slice, head),
+    }
+}
+
+fn respond(
+    out: &mut TcpStream,
+    status: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    head: bool,
+) -> std::io::Result<()> {
+    let mut text = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("\r\n");
+    out.write_all(text.as_bytes())?;
+    if !head {
+        out.write_all(body)?;
+    }
+    out.flush()?;
+    let _ = out.shutdown(Shutdown::Write);
+    Ok(())
+}
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+/// A few KB of deterministic bytes.
+fn payload(len: usize, seed: u8) -> Vec<u8> {
+    let mut x = u32::from(seed).wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+const HF_PATH: &str = "/acme/tiny/resolve/main/tiny.ckpt";
+const CDN_PATH: &str = "/cdn/acme/tiny.ckpt";
+const GH_PATH: &str = "/acme/tiny/releases/download/v1/tiny.pth";
+
+/// A Hugging Face file without a pinned hash.
+const TINY_HF: ModelFile = ModelFile {
+    name: "tiny",
+    aliases: &[],
+    file_name: "tiny.ckpt",
+    sources: &[Source {
+        host: Host::HuggingFace,
+        path: HF_PATH,
+    }],
+    size: 8192,
+    sha256: None,
+    description: "a test file",
+};
+
+/// A GitHub file without any hash.
+const TINY_GH: ModelFile = ModelFile {
+    name: "tiny-gh",
+    aliases: &[],
+    file_name: "tiny.pth",
+    sources: &[Source {
+        host: Host::GitHub,
+        path: GH_PATH,
+    }],
+    size: 8192,
+    sha256: None,
+    description: "a test file",
+};
+
+fn pinned(file: ModelFile, hash: String) -> ModelFile {
+    ModelFile {
+        sha256: Some(Box::leak(hash.into_boxed_str())),
+        ..file
+    }
+}
+
+/// Serves `body` like Hugging Face: the resolve URL redirects to the CDN and publishes the
+/// body's SHA-256.
+fn serve_hf(server: &Server, body: &[u8], cdn: Route) {
+    server.route(
+        HF_PATH,
+        Route {
+            linked_etag: Some(sha256(body)),
+            redirect: Some(CDN_PATH.into()),
+            ..Route::default()
+        },
+    );
+    server.route(
+        CDN_PATH,
+        Route {
+            body: body.to_vec(),
+            ..cdn
+        },
+    );
+}
+
+fn hub(server: &Server, dir: &Path) -> Hub {
+    Hub::new(dir)
+        .with_endpoint(Host::HuggingFace, &server.url())
+        .unwrap()
+        .with_endpoint(Host::GitHub, &server.url())
+        .unwrap()
+        .with_timeouts(Duration::from_secs(5), Duration::from_secs(5))
+        .with_max_attempts(3, Duration::from_millis(10))
+}
+
+/// Records the kinds of events seen.
+#[derive(Default)]
+struct Events(Vec<String>);
+
+impl diffbir::hub::DownloadObserver for Events {
+    fn on_event(&mut self, event: &DownloadEvent<'_>) -> ControlFlow<()> {
+        let text = match event {
+            DownloadEvent::Found { location, .. } => format!("found {location:?}"),
+            DownloadEvent::Resuming { bytes, .. } => format!("resuming {bytes}"),
+            DownloadEvent::Started { offset, total, .. } => format!("started {offset} {total:?}"),
+            DownloadEvent::Progress { .. } => "progress".into(),
+            DownloadEvent::Retrying { attempt, .. } => format!("retrying {attempt}"),
+            DownloadEvent::SourceFailed { .. } => "source failed".into(),
+            DownloadEvent::Finished {
+                checked_against, ..
+            } => format!("finished {checked_against:?}"),
+            _ => "other".into(),
+        };
+        if self.0.last() != Some(&text) {
+            self.0.push(text);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.ends_with(".lock"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+// ---- library ---------------------------------------------------------------------------------
+
+#[test]
+fn a_full_download_is_verified_and_cached() {
+    let server = Server::start();
+    let body = payload(6000, 1);
+    serve_hf(&server, &body, Route::default());
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(&server, dir.path());
+    let mut events = Events::default();
+
+    let path = hub.fetch_file(&TINY_HF, &mut events).unwrap();
+    assert_eq!(path, dir.path().join("tiny.ckpt"));
+    assert_eq!(fs::read(&path).unwrap(), body);
+    assert_eq!(
+        fs::read_to_string(dir.path().join("tiny.ckpt.sha256")).unwrap(),
+        format!("{}  tiny.ckpt\n", sha256(&body))
+    );
+    assert_eq!(leftovers(dir.path()), ["tiny.ckpt", "tiny.ckpt.sha256"]);
+    assert_eq!(
+        events.0,
+        [
+            "started 0 Some(6000)",
+            "progress",
+            "finished Some(Published)"
+        ]
+    );
+    // HEAD for the published hash (no redirect followed), then the GET through the redirect.
+    let log: Vec<(String, String)> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect();
+    assert_eq!(
+        log,
+        [
+            ("HEAD".to_owned(), HF_PATH.to_owned()),
+            ("GET".to_owned(), HF_PATH.to_owned()),
+            ("GET".to_owned(), CDN_PATH.to_owned()),
+        ]
+    );
+    let check = hub.verify(&TINY_HF).unwrap().unwrap();
+    assert!(check.is_ok());
+    assert_eq!(check.location, Location::Cache);
+    assert_eq!(check.expected, Some((sha256(&body), HashOrigin::Recorded)));
+}
+
+#[test]
+fn a_second_fetch_uses_the_cache_without_the_server() {
+    let server = Server::start();
+    let body = payload(3000, 2);
+    serve_hf(&server, &body, Route::default());
+    let dir = tempfile::tempdir().unwrap();
+    let online = hub(&server, dir.path());
+    let first = online.fetch_file(&TINY_HF, &mut ()).unwrap();
+    let n = server.requests().len();
+
+    let mut events = Events::default();
+    assert_eq!(online.fetch_file(&TINY_HF, &mut events).unwrap(), first);
+    assert_eq!(events.0, ["found Cache"]);
+    assert_eq!(
+        server.requests().len(),
+        n,
+        "the cache hit contacted the server"
+    );
+    drop(server);
+    // Offline, with no server at all, the cached file is still found.
+    let offline = Hub::new(dir.path()).offline(true);
+    assert_eq!(offline.fetch_file(&TINY_HF, &mut ()).unwrap(), first);
+    assert_eq!(offline.locate(&TINY_HF), Some((first, Location::Cache)));
+}
+
+#[test]
+fn an_interrupted_download_resumes_within_the_same_fetch() {
+    let server = Server::start();
+    let body = payload(8000, 3);
+    serve_hf(
+        &server,
+        &body,
+        Route {
+            cut: Some((3000, 1)),
+            ..Route::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = Events::default();
+    let path = hub(&server, dir.path())
+        .fetch_file(&TINY_HF, &mut events)
+        .unwrap();
+    assert_eq!(fs::read(path).unwrap(), body);
+    let ranges: Vec<Option<String>> = server.gets(CDN_PATH).into_iter().map(|r| r.range).collect();
+    assert_eq!(ranges, [None, Some("bytes=3000-".to_owned())]);
+    assert!(
+        events.0.contains(&"retrying 1".to_owned()),
+        "{:?}",
+        events.0
+    );
+    assert!(
+        events.0.contains(&"resuming 3000".to_owned()),
+        "{:?}",
+        events.0
+    );
+    assert_eq!(leftovers(dir.path()), ["tiny.ckpt", "tiny.ckpt.sha256"]);
+}
+
+#[test]
+fn an_interrupted_download_resumes_from_its_part_file_later() {
+    let server = Server::start();
+    let body = payload(8000, 4);
+    serve_hf(
+        &server,
+        &body,
+        Route {
+            cut: Some((5000, 1)),
+            ..Route::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let once = hub(&server, dir.path()).with_max_attempts(1, Duration::ZERO);
+    let err = once.fetch_file(&TINY_HF, &mut ()).unwrap_err();
+    assert!(matches!(err, HubError::Network { .. }), "{err}");
+    assert!(err.to_string().contains(HF_PATH), "{err}");
+    assert_eq!(leftovers(dir.path()), ["tiny.ckpt.part"]);
+    assert_eq!(
+        fs::read(dir.path().join("tiny.ckpt.part")).unwrap(),
+        body[..5000]
+    );
+
+    let mut events = Events::default();
+    let path = once.fetch_file(&TINY_HF, &mut events).unwrap();
+    assert_eq!(fs::read(path).unwrap(), body);
+    let last = server.gets(CDN_PATH).pop().unwrap();
+    assert_eq!(last.range.as_deref(), Some("bytes=5000-"));
+    assert_eq!(events.0[..2], ["resuming 5000", "started 5000 Some(8000)"]);
+}
+
+#[test]
+fn a_part_file_is_resumed_or_restarted_when_the_server_ignores_ranges() {
+    let body = payload(7000, 5);
+    for ignore_range in [false, true] {
+        let server = Server::start();
+        serve_hf(
+            &server,
+            &body,
+            Route {
+                ignore_range,
+                ..Route::default()
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // As a killed process leaves it.
+        fs::write(dir.path().join("tiny.ckpt.part"), &body[..4096]).unwrap();
+        let path = hub(&server, dir.path())
+            .fetch_file(&TINY_HF, &mut ())
+            .unwrap();
+        assert_eq!(fs::read(path).unwrap(), body, "ignore_range={ignore_range}");
+        let gets = server.gets(CDN_PATH);
+        assert_eq!(gets.len(), 1);
+        assert_eq!(gets[0].range.as_deref(), Some("bytes=4096-"));
+    }
+}
+
+#[test]
+fn a_complete_part_file_is_finished_without_a_transfer() {
+    let server = Server::start();
+    let body = payload(2048, 6);
+    serve_hf(&server, &body, Route::default());
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("tiny.ckpt.part"), &body).unwrap();
+    let path = hub(&server, dir.path())
+        .fetch_file(&TINY_HF, &mut ())
+        .unwrap();
+    assert_eq!(fs::read(path).unwrap(), body);
+    assert_eq!(
+        server.gets(CDN_PATH)[0].range.as_deref(),
+        Some("bytes=2048-")
+    );
+}
+
+#[test]
+fn a_corrupted_download_is_rejected_and_leaves_nothing() {
+    let server = Server::start();
+    let body = payload(5000, 7);
+    let mut bad = body.clone();
+    bad[2500] ^= 0x55;
+    server.route(
+        GH_PATH,
+        Route {
+            body: body.clone(),
+            corrupt: true,
+            ..Route::default()
+        },
+    );
+    let file = pinned(TINY_GH, sha256(&body));
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(&server, dir.path());
+    let err = hub.fetch_file(&file, &mut ()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err,
+            HubError::HashMismatch {
+                origin: HashOrigin::Pinned,
+                ..
+            }
+        ),
+        "{text}"
+    );
+    assert!(text.contains(&sha256(&body)), "expected hash: {text}");
+    assert!(text.contains(&sha256(&bad)), "actual hash: {text}");
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
+    // Not retried: a full download that does not match is an error at once.
+    assert_eq!(server.gets(GH_PATH).len(), 1);
+
+    // A good part file continued with corrupted bytes is rejected as well.
+    fs::write(dir.path().join("tiny.pth.part"), &body[..1000]).unwrap();
+    let err = hub.fetch_file(&file, &mut ()).unwrap_err();
+    assert!(matches!(err, HubError::HashMismatch { .. }), "{err}");
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
+    assert!(hub.locate(&file).is_none());
+}
+
+#[test]
+fn a_published_hash_that_contradicts_the_pinned_one_stops_before_downloading() {
+    let server = Server::start();
+    let body = payload(4000, 8);
+    serve_hf(&server, &body, Route::default());
+    let pinned_hash = sha256(b"something else");
+    let file = pinned(TINY_HF, pinned_hash.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let err = hub(&server, dir.path())
+        .fetch_file(&file, &mut ())
+        .unwrap_err();
+    assert!(
+        matches!(err, HubError::PublishedHashMismatch { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&pinned_hash), "{err}");
+    assert!(err.to_string().contains(&sha256(&body)), "{err}");
+    assert!(server.gets(CDN_PATH).is_empty());
+    assert!(server.gets(HF_PATH).is_empty());
+}
+
+#[test]
+fn a_first_download_records_its_hash_and_later_downloads_must_match_it() {
+    let server = Server::start();
+    let body = payload(4000, 9);
+    server.route(
+        GH_PATH,
+        Route {
+            body: body.clone(),
+            ..Route::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(&server, dir.path());
+    let mut events = Events::default();
+    let path = hub.fetch_file(&TINY_GH, &mut events).unwrap();
+    assert_eq!(events.0.last().unwrap(), "finished None");
+    assert_eq!(
+        fs::read_to_string(dir.path().join("tiny.pth.sha256")).unwrap(),
+        format!("{}  tiny.pth\n", sha256(&body))
+    );
+
+    // The file disappears and upstream changes: the new bytes are refused.
+    fs::remove_file(&path).unwrap();
+    server.route(
+        GH_PATH,
+        Route {
+            body: payload(4000, 10),
+            ..Route::default()
+        },
+    );
+    let err = hub.fetch_file(&TINY_GH, &mut ()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HubError::HashMismatch {
+                origin: HashOrigin::Recorded,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("delete"), "{err}");
+    assert!(hub.locate(&TINY_GH).is_none());
+
+    // Back to the original: accepted, and `verify` notices later tampering.
+    server.route(
+        GH_PATH,
+        Route {
+            body: body.clone(),
+            ..Route::default()
+        },
+    );
+    let path = hub.fetch_file(&TINY_GH, &mut events).unwrap();
+    assert_eq!(events.0.last().unwrap(), "finished Some(Recorded)");
+    fs::write(&path, b"tampered").unwrap();
+    let check = hub.verify(&TINY_GH).unwrap().unwrap();
+    assert!(!check.is_ok());
+    assert_eq!(check.sha256, sha256(b"tampered"));
+}
+
+#[test]
+fn offline_a_missing_file_is_a_clear_error() {
+    let server = Server::start();
+    serve_hf(&server, &payload(100, 11), Route::default());
+    let dir = tempfile::tempdir().unwrap();
+    let weights = tempfile::tempdir().unwrap();
+    let hub = hub(&server, dir.path())
+        .with_weights_dir(weights.path())
+        .offline(true);
+    let err = hub.fetch_file(&TINY_HF, &mut ()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, HubError::Offline { .. }), "{text}");
+    assert_eq!(err.fault(), diffbir::core::Fault::Environment);
+    for needle in [
+        "tiny.ckpt",
+        "`tiny`",
+        "offline",
+        "diffbir download tiny",
+        &format!("{}{HF_PATH}", server.url()),
+        &dir.path().display().to_string(),
+        &weights.path().display().to_string(),
+    ] {
+        assert!(text.contains(needle), "`{needle}` missing from: {text}");
+    }
+    assert!(server.requests().is_empty());
+    assert!(leftovers(dir.path()).is_empty());
+
+    // The registry's own files say where they come from.
+    let err = Hub::new(dir.path())
+        .offline(true)
+        .fetch("v2.1", &mut ())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("https://huggingface.co/lxq007/DiffBIR-v2/resolve/main/DiffBIR_v2.1.pt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn files_in_a_weights_dir_are_used_without_download() {
+    let server = Server::start();
+    serve_hf(&server, &payload(100, 12), Route::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (empty, weights) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mine = weights.path().join("tiny.ckpt");
+    fs::write(&mine, b"my own copy").unwrap();
+    for offline in [false, true] {
+        let hub = hub(&server, dir.path())
+            .with_weights_dir(empty.path())
+            .with_weights_dir(weights.path())
+            .offline(offline);
+        let mut events = Events::default();
+        assert_eq!(hub.fetch_file(&TINY_HF, &mut events).unwrap(), mine);
+        assert_eq!(events.0, ["found WeightsDir"]);
+        let check = hub.verify(&TINY_HF).unwrap().unwrap();
+        assert_eq!(check.location, Location::WeightsDir);
+        assert!(check.is_ok() && check.expected.is_none());
+    }
+    assert!(server.requests().is_empty());
+    assert!(leftovers(dir.path()).is_empty());
+    // A weights folder also serves registry files by their file name.
+    fs::write(weights.path().join("DiffBIR_v2.1.pt"), b"x").unwrap();
+    let hub = Hub::new(dir.path())
+        .with_weights_dir(weights.path())
+        .offline(true);
+    assert_eq!(
+        hub.path_if_cached("controlnet-v2.1").unwrap(),
+        Some(weights.path().join("DiffBIR_v2.1.pt"))
+    );
+    assert_eq!(hub.path_if_cached("sd21").unwrap(), None);
+    assert!(hub.path_if_cached("no-such-file").is_err());
+}
+
+#[test]
+fn http_errors_name_the_url_and_only_passing_ones_are_retried() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(&server, dir.path());
+    // Nothing served: 404 on the HEAD, not retried.
+    let err = hub.fetch_file(&TINY_HF, &mut ()).unwrap_err();
+    assert!(
+        matches!(err, HubError::HttpStatus { status: 404, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&format!("{}{HF_PATH}", server.url()))
+    );
+    assert_eq!(server.requests().len(), 1);
+
+    server.route(
+        GH_PATH,
+        Route {
+            status: Some(503),
+            ..Route::default()
+        },
+    );
+    let mut events = Events::default();
+    let err = hub.fetch_file(&TINY_GH, &mut events).unwrap_err();
+    assert!(
+        matches!(err, HubError::HttpStatus { status: 503, .. }),
+        "{err}"
+    );
+    assert_eq!(server.gets(GH_PATH).len(), 3);
+    assert_eq!(events.0, ["retrying 1", "retrying 2"]);
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
+}
+
+#[test]
+fn the_next_source_is_tried_when_one_fails() {
+    let server = Server::start();
+    let body = payload(3000, 13);
+    serve_hf(&server, &body, Route::default());
+    let file = ModelFile {
+        sources: &[
+            Source {
+                host: Host::HuggingFace,
+                path: "/gone/tiny/resolve/main/tiny.ckpt",
+            },
+            Source {
+                host: Host::HuggingFace,
+                path: HF_PATH,
+            },
+        ],
+        ..TINY_HF
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = Events::default();
+    let path = hub(&server, dir.path())
+        .fetch_file(&file, &mut events)
+        .unwrap();
+    assert_eq!(fs::read(path).unwrap(), body);
+    assert_eq!(events.0[0], "source failed");
+
+    // When all fail, every error is reported.
+    let file = ModelFile {
+        sources: &[
+            Source {
+                host: Host::HuggingFace,
+                path: "/gone/a/resolve/main/tiny.ckpt",
+            },
+            Source {
+                host: Host::GitHub,
+                path: "/gone/b/tiny.ckpt",
+            },
+        ],
+        file_name: "other.ckpt",
+        ..TINY_HF
+    };
+    let err = hub(&server, dir.path())
+        .fetch_file(&file, &mut ())
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, HubError::AllSourcesFailed { .. }), "{text}");
+    assert!(
+        text.contains("/gone/a/") && text.contains("/gone/b/"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_cancelled_download_keeps_its_part_file_to_resume() {
+    let server = Server::start();
+    let body = payload(600_000, 14);
+    serve_hf(&server, &body, Route::default());
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(&server, dir.path());
+    let mut cancel = |e: &DownloadEvent<'_>| match e {
+        DownloadEvent::Progress { .. } => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    };
+    let err = hub.fetch_file(&TINY_HF, &mut cancel).unwrap_err();
+    let HubError::Cancelled { bytes, part, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(*bytes > 0 && *bytes < 600_000, "{bytes}");
+    assert_eq!(fs::metadata(part).unwrap().len(), *bytes);
+    let path = hub.fetch_file(&TINY_HF, &mut ()).unwrap();
+    assert_eq!(fs::read(path).unwrap(), body);
+    assert_eq!(
+        server.gets(CDN_PATH).pop().unwrap().range,
+        Some(format!("bytes={bytes}-"))
+    );
+}
+
+#[test]
+fn a_download_under_way_elsewhere_is_not_joined() {
+    let server = Server::start();
+    serve_hf(&server, &payload(100, 15), Route::default());
+    let dir = tempfile::tempdir().unwrap();
+    let lock = fs::File::create(dir.path().join("tiny.ckpt.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let err = hub(&server, dir.path())
+        .fetch_file(&TINY_HF, &mut ())
+        .unwrap_err();
+    assert!(matches!(err, HubError::Busy { .. }), "{err}");
+    assert!(server.requests().is_empty());
+    drop(lock);
+    assert!(
+        hub(&server, dir.path())
+            .fetch_file(&TINY_HF, &mut ())
+            .is_ok()
+    );
+}
+
+#[test]
+fn the_pinned_clip_merges_hash_matches_the_shipped_file() {
+    let fixtures = std::env::var_os("DIFFBIR_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    let bytes = fs::read(fixtures.join("bpe_simple_vocab_16e6.txt.gz"))
+        .expect("the shared fixtures hold the CLIP merges file (set DIFFBIR_FIXTURES)");
+    let file = find_file("clip-bpe").unwrap();
+    assert_eq!(Some(sha256(&bytes).as_str()), file.sha256);
+    assert_eq!(bytes.len() as u64, file.size);
+}
+
+// ---- the command -----------------------------------------------------------------------------
+
+fn diffbir(args: &[&str], home: &Path, server: &Server) -> (Output, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_diffbir"))
+        .args(args)
+        .env("DIFFBIR_HOME", home)
+        .env("DIFFBIR_HUB_ENDPOINT", server.url())
+        .env("DIFFBIR_GITHUB_ENDPOINT", server.url())
+        .env_remove("HF_ENDPOINT")
+        .env_remove("DIFFBIR_OFFLINE")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("DIFFBIR_WEIGHTS_DIR")
+        .output()
+        .expect("the diffbir binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+#[test]
+fn cli_downloads_verifies_and_reuses_official_files() {
+    let server = Server::start();
+    let body = payload(5000, 16);
+    let resolve = "/lxq007/DiffBIR-v2/resolve/main/DiffBIR_v2.1.pt";
+    server.route(
+        resolve,
+        Route {
+            body: body.clone(),
+            linked_etag: Some(sha256(&body)),
+            cut: Some((2000, 1)),
+            ..Route::default()
+        },
+    );
+    let home = tempfile::tempdir().unwrap();
+    let (out, stdout, stderr) = diffbir(&["download", "v2.1"], home.path(), &server);
+    assert!(out.status.success(), "{stderr}");
+    let cached = home.path().join("DiffBIR_v2.1.pt");
+    assert!(
+        stdout.starts_with("controlnet-v2.1") && stdout.contains(&cached.display().to_string()),
+        "{stdout}"
+    );
+    assert!(stderr.contains("trying again"), "{stderr}");
+    assert_eq!(fs::read(&cached).unwrap(), body);
+
+    let n = server.requests().len();
+    let (out, stdout, stderr) = diffbir(
+        &["download", "--offline", "--verify", "controlnet-v2.1"],
+        home.path(),
+        &server,
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains(&cached.display().to_string()), "{stdout}");
+    assert!(stderr.contains("SHA-256 ok"), "{stderr}");
+    assert_eq!(server.requests().len(), n);
+
+    let (out, stdout, _) = diffbir(&["download", "--list"], home.path(), &server);
+    assert!(out.status.success());
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("controlnet-v2.1 "))
+        .unwrap();
+    assert!(line.contains(&cached.display().to_string()), "{line}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("sd21 ") && l.ends_with(" -"))
+    );
+}
+
+#[test]
+fn cli_rejects_a_download_that_does_not_match_its_pinned_hash() {
+    let server = Server::start();
+    let fake = payload(3000, 17);
+    server.route(
+        "/openai/CLIP/raw/main/clip/bpe_simple_vocab_16e6.txt.gz",
+        Route {
+            body: fake.clone(),
+            ..Route::default()
+        },
+    );
+    let home = tempfile::tempdir().unwrap();
+    let (out, _, stderr) = diffbir(&["download", "clip-bpe"], home.path(), &server);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("error: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&sha256(&fake)), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        leftovers(home.path()).is_empty(),
+        "{:?}",
+        leftovers(home.path())
+    );
+}
+
+#[test]
+fn cli_offline_and_weights_dir() {
+    let server = Server::start();
+    let home = tempfile::tempdir().unwrap();
+    let (out, _, stderr) = diffbir(&["download", "--offline", "bsrnet"], home.path(), &server);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for needle in ["BSRNet.pth", "offline", "--weights-dir"] {
+        assert!(stderr.contains(needle), "`{needle}` missing from: {stderr}");
+    }
+
+    let weights = tempfile::tempdir().unwrap();
+    let mine = weights.path().join("BSRNet.pth");
+    fs::write(&mine, b"weights I already have").unwrap();
+    let dir = weights.path().to_str().unwrap();
+    let (out, stdout, stderr) = diffbir(
+        &["download", "--weights-dir", dir, "bsrnet"],
+        home.path(),
+        &server,
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains(&mine.display().to_string()), "{stdout}");
+    assert!(server.requests().is_empty());
+    assert!(leftovers(home.path()).is_empty());
+
+    let (out, _, stderr) = diffbir(&["download", "no-such-file"], home.path(), &server);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("unknown weight file `no-such-file`"),
+        "{stderr}"
+    );
+    let (out, _, stderr) = diffbir(
+        &[
+            "download",
+            "--offline",
+            "--version",
+            "v1",
+            "--task",
+            "unaligned_face",
+        ],
+        home.path(),
+        &server,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("unaligned"), "{stderr}");
+}

@@ -202,8 +202,9 @@ fn is_supported(format: ImageFormat) -> bool {
     )
 }
 
-/// Converts a decoded image into a `[1, 3, H, W]` tensor in `[0, 1]` and its [`ImageMeta`].
-pub fn image_to_tensor(image: &DynamicImage, device: &Device) -> (Tensor<4>, ImageMeta) {
+/// What an image looks like (channels, depth) and its alpha channel, kept to write the result
+/// the same way.
+pub fn image_meta(image: &DynamicImage) -> ImageMeta {
     let (width, height) = (image.width(), image.height());
     let color = image.color();
     let layout = match (color.has_color(), color.has_alpha()) {
@@ -217,6 +218,24 @@ pub fn image_to_tensor(image: &DynamicImage, device: &Device) -> (Tensor<4>, Ima
     } else {
         BitDepth::Eight
     };
+    let alpha = layout.has_alpha().then(|| {
+        let la = image.to_luma_alpha16();
+        let values = ImageBuffer::from_fn(width, height, |x, y| Luma([la.get_pixel(x, y)[1]]));
+        AlphaChannel { values }
+    });
+    ImageMeta {
+        width,
+        height,
+        layout,
+        depth,
+        alpha,
+    }
+}
+
+/// Converts a decoded image into a `[1, 3, H, W]` tensor in `[0, 1]` and its [`ImageMeta`].
+pub fn image_to_tensor(image: &DynamicImage, device: &Device) -> (Tensor<4>, ImageMeta) {
+    let meta = image_meta(image);
+    let (width, height, depth) = (meta.width, meta.height, meta.depth);
     let plane = (width * height) as usize;
     let mut chw = vec![0f32; 3 * plane];
     match depth {
@@ -237,22 +256,10 @@ pub fn image_to_tensor(image: &DynamicImage, device: &Device) -> (Tensor<4>, Ima
             }
         }
     }
-    let alpha = layout.has_alpha().then(|| {
-        let la = image.to_luma_alpha16();
-        let values = ImageBuffer::from_fn(width, height, |x, y| Luma([la.get_pixel(x, y)[1]]));
-        AlphaChannel { values }
-    });
     let tensor = Tensor::<4>::from_data(
         TensorData::new(chw, [1, 3, height as usize, width as usize]),
         device,
     );
-    let meta = ImageMeta {
-        width,
-        height,
-        layout,
-        depth,
-        alpha,
-    };
     (tensor, meta)
 }
 

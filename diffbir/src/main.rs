@@ -11,6 +11,8 @@ use diffbir::core::{Checkpoint, CheckpointFormat};
 use diffbir::hub::{self, DownloadEvent, DownloadObserver, Hub, Location, ModelFile};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
+mod cli_restore;
+
 #[derive(Parser, Debug)]
 #[command(name = "diffbir", version, about = "DiffBIR blind image restoration")]
 struct Cli {
@@ -30,6 +32,11 @@ enum Command {
     /// DIFFBIR_HUB_ENDPOINT (or HF_ENDPOINT) replaces https://huggingface.co for mirrors,
     /// DIFFBIR_GITHUB_ENDPOINT replaces https://github.com.
     Download(DownloadArgs),
+    /// Restore images: stage 1, then the diffusion stage, as DiffBIR's inference.py does.
+    ///
+    /// The weights of the chosen task and version are looked up in --weights-dir folders and
+    /// the cache, and downloaded when missing (see `diffbir download`).
+    Restore(Box<cli_restore::RestoreArgs>),
 }
 
 /// Where weight files are looked for, and whether they may be downloaded.
@@ -139,6 +146,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Download(args) => download(&args),
+        Command::Restore(args) => cli_restore::restore(&args),
         Command::Weights(WeightsCommand::Models) => {
             let models = diffbir::zoo::models();
             if models.is_empty() {

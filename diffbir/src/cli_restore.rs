@@ -1,0 +1,430 @@
+//! `diffbir restore`: the command-line face of [`diffbir::pipeline`], with DiffBIR's option
+//! names in kebab case.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use diffbir::core::color::ColorFix;
+use diffbir::core::device::DeviceSpec;
+use diffbir::core::image::{
+    ImageMeta, ReadOptions, SaveOptions, image_meta, save_image, tensor_to_image,
+};
+use diffbir::core::{NoiseSource, Precision};
+use diffbir::pipeline::{
+    ModelConfigs, OfficialFiles, Pipeline, PipelineConfig, Task, Version, WeightFiles,
+};
+use diffbir::sampler::{SampleObserver, SamplerConfig, SamplerOptions, StartPoint, StepInfo};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{HubArgs, Progress};
+
+/// Options of `diffbir restore` (DiffBIR's `inference.py` names in kebab case, plus ours).
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Images or folders of images (PNG, JPEG, WebP, TIFF, BMP).
+    #[arg(long, required = true, num_args = 1..)]
+    input: Vec<PathBuf>,
+    /// Folder for the results (`<stem>.png`, or `<stem>_<i>.png` with several samples).
+    #[arg(long)]
+    output: PathBuf,
+    /// sr, face (aligned 512×512 faces) or denoise.
+    #[arg(long, default_value = "sr")]
+    task: String,
+    /// Output scale relative to the input (default 4, or 1 for faces).
+    #[arg(long)]
+    upscale: Option<f64>,
+    /// DiffBIR release: v1, v2 or v2.1.
+    #[arg(long, default_value = "v2.1")]
+    version: String,
+    /// Network shapes as JSON (`ModelConfigs`: stage1, unet, controlnet, vae, clip, schedule)
+    /// for models of your own; the files are then given by the --*-ckpt options or found
+    /// under the official names.
+    #[arg(long)]
+    model_config: Option<PathBuf>,
+    /// Stage-1 checkpoint instead of the official one.
+    #[arg(long)]
+    stage1_ckpt: Option<PathBuf>,
+    /// Stable Diffusion checkpoint instead of the official one.
+    #[arg(long)]
+    sd_ckpt: Option<PathBuf>,
+    /// IRControlNet checkpoint instead of the official one (`--ckpt` of the reference).
+    #[arg(long, alias = "ckpt")]
+    controlnet_ckpt: Option<PathBuf>,
+    /// Sampler (default: the release's).
+    #[arg(long)]
+    sampler: Option<String>,
+    /// Sampling steps (default: the release's).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// noise or cond.
+    #[arg(long, default_value = "noise")]
+    start_point_type: String,
+    /// Restore in tiles (stage 1).
+    #[arg(long)]
+    cleaner_tiled: bool,
+    #[arg(long, default_value_t = 512)]
+    cleaner_tile_size: usize,
+    #[arg(long, default_value_t = 256)]
+    cleaner_tile_stride: usize,
+    /// Encode with the VAE in tiles.
+    #[arg(long)]
+    vae_encoder_tiled: bool,
+    #[arg(long, default_value_t = 256)]
+    vae_encoder_tile_size: usize,
+    /// Decode with the VAE in tiles.
+    #[arg(long)]
+    vae_decoder_tiled: bool,
+    #[arg(long, default_value_t = 256)]
+    vae_decoder_tile_size: usize,
+    /// Diffuse in tiles (mixture of diffusers).
+    #[arg(long)]
+    cldm_tiled: bool,
+    #[arg(long, default_value_t = 512)]
+    cldm_tile_size: usize,
+    #[arg(long, default_value_t = 256)]
+    cldm_tile_stride: usize,
+    /// Positive prompt (default: the release's).
+    #[arg(long)]
+    pos_prompt: Option<String>,
+    /// Negative prompt (default: the release's).
+    #[arg(long)]
+    neg_prompt: Option<String>,
+    /// Classifier-free guidance scale (default: the release's).
+    #[arg(long)]
+    cfg_scale: Option<f64>,
+    /// Vary the guidance scale over time.
+    #[arg(long)]
+    rescale_cfg: bool,
+    /// Noise-augmentation timestep of the condition latent.
+    #[arg(long, default_value_t = 0)]
+    noise_aug: usize,
+    #[arg(long, default_value_t = 0.0)]
+    s_churn: f64,
+    #[arg(long, default_value_t = 0.0)]
+    s_tmin: f64,
+    #[arg(long, default_value_t = 300.0)]
+    s_tmax: f64,
+    #[arg(long, default_value_t = 1.0)]
+    s_noise: f64,
+    #[arg(long, default_value_t = 1.0)]
+    eta: f64,
+    #[arg(long, default_value_t = 1)]
+    order: usize,
+    /// Scale of the ControlNet residuals.
+    #[arg(long, default_value_t = 1.0)]
+    strength: f64,
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    n_samples: usize,
+    /// Restoration guidance (not available in this build: the run is refused).
+    #[arg(long)]
+    guidance: bool,
+    /// Seed of every random draw; each image starts from it.
+    #[arg(long, default_value_t = 231)]
+    seed: u64,
+    /// cpu, wgpu, vulkan, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// fp32 (default), fp16 or bf16.
+    #[arg(long, alias = "dtype", default_value = "fp32")]
+    precision: String,
+    /// Colour fix against the stage-1 result: wavelet, adain or none.
+    #[arg(long, default_value = "wavelet")]
+    color_fix: String,
+    /// Replace existing output files.
+    #[arg(long)]
+    overwrite: bool,
+    #[command(flatten)]
+    hub: HubArgs,
+}
+
+fn parse_task(s: &str) -> Result<Task> {
+    Ok(match s {
+        "sr" => Task::Sr,
+        "face" => Task::Face,
+        "denoise" => Task::Denoise,
+        other => bail!("unknown task `{other}`: use sr, face or denoise"),
+    })
+}
+
+fn parse_version(s: &str) -> Result<Version> {
+    Ok(match s {
+        "v1" => Version::V1,
+        "v2" => Version::V2,
+        "v2.1" => Version::V21,
+        other => bail!("unknown version `{other}`: use v1, v2 or v2.1"),
+    })
+}
+
+impl RestoreArgs {
+    /// The validated pipeline settings.
+    fn config(&self) -> Result<PipelineConfig> {
+        if self.guidance {
+            bail!("restoration guidance (--guidance) is not available in this build");
+        }
+        let mut config =
+            PipelineConfig::new(parse_task(&self.task)?, parse_version(&self.version)?);
+        if let Some(path) = &self.model_config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            config.models = serde_json::from_str::<ModelConfigs>(&text)
+                .with_context(|| format!("{} does not describe the networks", path.display()))?;
+        }
+        if let Some(upscale) = self.upscale {
+            config.upscale = upscale;
+        }
+        let options = SamplerOptions::new()
+            .with_s_churn(self.s_churn)
+            .with_s_tmin(self.s_tmin)
+            .with_s_tmax(self.s_tmax)
+            .with_s_noise(self.s_noise)
+            .with_eta(self.eta)
+            .with_order(self.order);
+        let name = self
+            .sampler
+            .clone()
+            .unwrap_or_else(|| config.stage2.sampler.name().to_string());
+        let steps = self.steps.unwrap_or_else(|| config.stage2.sampler.steps());
+        let stage2 = &mut config.stage2;
+        stage2.sampler = SamplerConfig::from_name(&name, steps, &options)?;
+        stage2.start_point = serde_json::from_value::<StartPoint>(
+            self.start_point_type.clone().into(),
+        )
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "unknown start point `{}`: use noise or cond",
+                self.start_point_type
+            )
+        })?;
+        stage2.strength = self.strength;
+        stage2.rescale_cfg = self.rescale_cfg;
+        stage2.noise_aug = self.noise_aug;
+        if let Some(cfg) = self.cfg_scale {
+            stage2.cfg_scale = cfg;
+        }
+        if let Some(p) = &self.pos_prompt {
+            stage2.pos_prompt = p.clone();
+        }
+        if let Some(p) = &self.neg_prompt {
+            stage2.neg_prompt = p.clone();
+        }
+        stage2.vae_encoder_tile = self.vae_encoder_tiled.then_some(self.vae_encoder_tile_size);
+        stage2.vae_decoder_tile = self.vae_decoder_tiled.then_some(self.vae_decoder_tile_size);
+        stage2.cldm_tile = self
+            .cldm_tiled
+            .then_some((self.cldm_tile_size, self.cldm_tile_stride));
+        config.cleaner_tile = self
+            .cleaner_tiled
+            .then_some((self.cleaner_tile_size, self.cleaner_tile_stride));
+        config.color_fix = self.color_fix.parse::<ColorFix>()?;
+        config.precision = self.precision.parse::<Precision>()?;
+        config.n_samples = self.n_samples;
+        config.batch_size = self.batch_size;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// The image files named by `inputs` (folders are listed, sorted by name).
+fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    const EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"];
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                .with_context(|| format!("listing {}", input.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                })
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// A decoded input and where its results go.
+struct Job {
+    source: PathBuf,
+    image: image::DynamicImage,
+    meta: ImageMeta,
+    outputs: Vec<PathBuf>,
+}
+
+/// Draws one bar per image over the sampler steps.
+struct Steps {
+    bar: ProgressBar,
+}
+
+impl SampleObserver for Steps {
+    fn on_step(&mut self, step: &StepInfo<'_>) -> ControlFlow<()> {
+        self.bar.set_length(step.total as u64);
+        self.bar.set_position(step.index as u64 + 1);
+        ControlFlow::Continue(())
+    }
+}
+
+/// Runs `diffbir restore`.
+pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
+    let config = args.config()?;
+    let device = args.device.parse::<DeviceSpec>()?.device()?;
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
+
+    // Decode every input before any model is fetched or loaded.
+    let limits = ReadOptions::default();
+    let mut failed = 0usize;
+    let mut jobs = Vec::new();
+    for source in image_files(&args.input)? {
+        match prepare(&source, args, &config, &limits) {
+            Ok(job) => jobs.push(job),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+    if jobs.is_empty() {
+        bail!("no input image can be restored ({failed} failed)");
+    }
+
+    let files = weight_files(args, &config)?;
+    let pipeline = Pipeline::load(config, &files, &device)?;
+    for job in &jobs {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} steps {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(job.source.display().to_string());
+        let mut steps = Steps { bar };
+        let mut noise = NoiseSource::seeded(args.seed);
+        let result = pipeline
+            .restore(&job.image, &mut noise, &mut steps)
+            .and_then(|samples| {
+                for (sample, out) in samples.into_iter().zip(&job.outputs) {
+                    let image = tensor_to_image(
+                        sample.squeeze_dim(0),
+                        job.meta.alpha.as_ref(),
+                        &SaveOptions::like(&job.meta),
+                    );
+                    save_image(out, &image)?;
+                }
+                Ok(())
+            });
+        steps.bar.finish_and_clear();
+        match result {
+            Ok(()) => {
+                for out in &job.outputs {
+                    println!("{}", out.display());
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: {e}", job.source.display());
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Decodes one input, checks its output size and output paths.
+fn prepare(
+    source: &Path,
+    args: &RestoreArgs,
+    config: &PipelineConfig,
+    limits: &ReadOptions,
+) -> Result<Job> {
+    let reader = image::ImageReader::open(source)
+        .with_context(|| format!("{}: cannot open", source.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("{}: cannot read", source.display()))?;
+    let mut image_limits = image::Limits::default();
+    image_limits.max_image_width = Some(limits.max_width);
+    image_limits.max_image_height = Some(limits.max_height);
+    let mut reader = reader;
+    reader.limits(image_limits);
+    let image = reader
+        .decode()
+        .with_context(|| format!("{}: not a decodable image", source.display()))?;
+    let (w, h) = (image.width(), image.height());
+    if w.min(h) < limits.min_side {
+        bail!(
+            "{}: {w}x{h} is too small to restore (at least {} pixels per side)",
+            source.display(),
+            limits.min_side
+        );
+    }
+    let (ow, oh) = diffbir::core::resize::upscaled_size(w, h, config.upscale)?;
+    if ow > limits.max_width || oh > limits.max_height {
+        bail!(
+            "{}: upscaling {w}x{h} by {} gives {ow}x{oh}, over the {}x{} limit",
+            source.display(),
+            config.upscale,
+            limits.max_width,
+            limits.max_height
+        );
+    }
+    let meta = image_meta(&image);
+    let stem = source
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let outputs: Vec<PathBuf> = if config.n_samples == 1 {
+        vec![args.output.join(format!("{stem}.png"))]
+    } else {
+        (0..config.n_samples)
+            .map(|i| args.output.join(format!("{stem}_{i}.png")))
+            .collect()
+    };
+    if let Some(existing) = outputs
+        .iter()
+        .find(|p| p.exists())
+        .filter(|_| !args.overwrite)
+    {
+        bail!(
+            "{} exists: pass --overwrite to replace it",
+            existing.display()
+        );
+    }
+    Ok(Job {
+        source: source.to_path_buf(),
+        image,
+        meta,
+        outputs,
+    })
+}
+
+/// The checkpoint files: explicit options first, else the official files through the hub
+/// (--weights-dir folders, the cache, or a download).
+fn weight_files(args: &RestoreArgs, config: &PipelineConfig) -> Result<WeightFiles> {
+    let hub = args.hub.hub()?;
+    let names = OfficialFiles::of(config.task, config.version);
+    let mut progress = Progress::default();
+    let mut fetch = |explicit: &Option<PathBuf>, name: &str| -> Result<PathBuf> {
+        match explicit {
+            Some(path) => Ok(path.clone()),
+            None => Ok(hub.fetch(name, &mut progress)?),
+        }
+    };
+    Ok(WeightFiles {
+        stage1: fetch(&args.stage1_ckpt, names.stage1)?,
+        sd: fetch(&args.sd_ckpt, names.sd)?,
+        controlnet: fetch(&args.controlnet_ckpt, names.controlnet)?,
+        bpe_vocab: fetch(&None, diffbir::ldm::clip::BPE_VOCAB_FILE)?,
+    })
+}

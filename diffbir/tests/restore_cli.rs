@@ -1,0 +1,163 @@
+//! `diffbir restore` end to end: real photos (RGB, plus RGBA and gray copies), tiny
+//! random-weight models under the official file names in a --weights-dir, offline.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use diffbir::ldm::clip::ClipTextConfig;
+use diffbir::ldm::{UnetConfig, VaeConfig};
+use diffbir::pipeline::{ModelConfigs, OfficialFiles, PipelineConfig, Task, Version};
+use diffbir::rm::{Stage1Config, SwinIrConfig};
+
+fn shared() -> PathBuf {
+    let fixtures = std::env::var_os("DIFFBIR_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    assert!(
+        fixtures.join("index.json").is_file(),
+        "the reference fixtures are missing: expected them at {} (set DIFFBIR_FIXTURES)",
+        fixtures.display()
+    );
+    fixtures.join("..")
+}
+
+/// A weights folder holding the fixtures' tiny models under the official v2.1 SR names, and
+/// a model-config file describing their shapes.
+fn tiny_weights(dir: &Path) -> PathBuf {
+    let fixtures = shared().join("fixtures");
+    let names = OfficialFiles::of(Task::Sr, Version::V21);
+    let weights = dir.join("weights");
+    std::fs::create_dir_all(&weights).unwrap();
+    for (from, to) in [
+        ("swinir_tiny.weights.safetensors", names.stage1),
+        ("sd_tiny.sd21_format.ckpt", names.sd),
+        ("sd_tiny.controlnet_format.pth", names.controlnet),
+        (
+            "bpe_simple_vocab_16e6.txt.gz",
+            "bpe_simple_vocab_16e6.txt.gz",
+        ),
+    ] {
+        std::fs::copy(fixtures.join(from), weights.join(to)).unwrap();
+    }
+    let mut models: ModelConfigs = PipelineConfig::new(Task::Sr, Version::V21).models;
+    models.stage1 = Stage1Config::SwinIr(SwinIrConfig::tiny());
+    models.unet = UnetConfig::tiny();
+    models.controlnet = UnetConfig::tiny().with_hint_channels(Some(4));
+    models.vae = VaeConfig::tiny();
+    models.clip = ClipTextConfig::tiny();
+    let config = dir.join("tiny.json");
+    std::fs::write(&config, serde_json::to_string_pretty(&models).unwrap()).unwrap();
+    weights
+}
+
+fn diffbir(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_diffbir"))
+        .args(args)
+        .output()
+        .expect("the diffbir binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn restores_rgb_rgba_and_gray_photos_and_skips_a_corrupt_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = tiny_weights(dir.path());
+    let inputs = dir.path().join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let photo = image::open(shared().join("images/demo/bsr/49.jpg")).unwrap(); // 120×80
+    photo.save(inputs.join("a_rgb.png")).unwrap();
+    let mut rgba = photo.to_rgba8();
+    for (x, _, p) in rgba.enumerate_pixels_mut() {
+        p[3] = (x * 2) as u8;
+    }
+    rgba.save(inputs.join("b_rgba.png")).unwrap();
+    photo.to_luma8().save(inputs.join("c_gray.png")).unwrap();
+    std::fs::write(inputs.join("d_corrupt.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let output = dir.path().join("out");
+    let config = dir.path().join("tiny.json");
+    let args = [
+        "restore",
+        "--input",
+        inputs.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--model-config",
+        config.to_str().unwrap(),
+        "--weights-dir",
+        weights.to_str().unwrap(),
+        "--offline",
+        "--sampler",
+        "edm_euler",
+        "--steps",
+        "1",
+        "--upscale",
+        "2",
+    ];
+    let (code, stdout, stderr) = diffbir(&args);
+    assert_eq!(code, 1, "one input is corrupt: {stderr}");
+    assert!(stderr.contains("d_corrupt.png"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    let rgb = image::open(output.join("a_rgb.png")).unwrap();
+    assert_eq!((rgb.width(), rgb.height()), (240, 160));
+    assert_eq!(rgb.color(), image::ColorType::Rgb8);
+    let rgba = image::open(output.join("b_rgba.png")).unwrap();
+    assert_eq!(rgba.color(), image::ColorType::Rgba8);
+    assert_eq!((rgba.width(), rgba.height()), (240, 160));
+    let gray = image::open(output.join("c_gray.png")).unwrap();
+    assert_eq!(gray.color(), image::ColorType::L8);
+    assert!(!output.join("d_corrupt.png").exists());
+
+    // Existing outputs are kept unless --overwrite is given.
+    let (code, _, stderr) = diffbir(&args);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--overwrite"), "{stderr}");
+}
+
+#[test]
+fn bad_settings_fail_before_any_model_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = shared().join("images/demo/bsr/49.jpg");
+    let out = dir.path().join("out");
+    let base = [
+        "restore",
+        "--input",
+        photo.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--offline",
+    ];
+    for (extra, expected) in [
+        (vec!["--sampler", "dpm++_s2"], "dpm++_s2"),
+        (
+            vec!["--vae-decoder-tiled", "--vae-decoder-tile-size", "100"],
+            "multiple of 8",
+        ),
+        (vec!["--upscale", "1000"], "limit"),
+        (vec!["--task", "colorize"], "unknown task"),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(extra).collect();
+        let (code, _, stderr) = diffbir(&args);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+        // One line per problem: a per-input error, then the run's summary when no input is left.
+        assert!(
+            stderr.lines().count() <= 2 && stderr.lines().all(|l| l.starts_with("error: ")),
+            "{stderr}"
+        );
+    }
+    let missing = dir.path().join("missing.png");
+    let (code, _, stderr) = diffbir(&[
+        "restore",
+        "--input",
+        missing.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("missing.png"), "{stderr}");
+}

@@ -8,6 +8,8 @@
 //!   [`Denoiser`] wrappers;
 //! - the samplers, one module per algorithm, chosen by the serialisable [`SamplerConfig`]:
 //!   [`spaced`], [`ddim`], [`dpm_solver`] (`dpm++_m2`) and the eleven [`edm`] solvers;
+//! - [`RestorationGuidance`]: v2's restoration guidance (`cond_fn`) on `x̂₀` of the
+//!   [`spaced`] sampler, in latent or RGB space (the latter needs the `autodiff` feature);
 //! - [`StartPoint`] and [`noise_augment`]: the start latent and the condition augmentation;
 //! - [`SampleObserver`]: per-step progress, `x̂₀` previews and early stopping.
 //!
@@ -49,6 +51,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cond_fn;
 pub mod ddim;
 mod denoiser;
 pub mod dpm_solver;
@@ -61,6 +64,10 @@ pub mod spaced;
 mod start;
 mod tiled;
 
+pub use cond_fn::{
+    GuidanceDomain, GuidanceLoss, GuidanceSpace, GuidanceStep, RestorationGuidance,
+    RestorationGuidanceConfig,
+};
 pub use ddim::DdimConfig;
 pub use denoiser::{Denoiser, ModelTimesteps, Parameterization};
 pub use dpm_solver::DpmSolverConfig;

@@ -7,7 +7,9 @@
 
 mod clip;
 mod core_cases;
+mod degradation;
 pub mod fixture;
+mod guidance;
 mod ldm;
 mod pipeline;
 mod resize;
@@ -75,6 +77,13 @@ fn builder(name: &str) -> Option<Builder> {
         "tokenizer" => clip::tokenizer_case,
         "resize_ops" => resize::resize_ops,
         "pipeline_postprocess" => resize::pipeline_postprocess,
+        "degradation_kernels" => degradation::degradation_kernels,
+        "usm_filter2d" => degradation::usm_filter2d,
+        "diffjpeg" => degradation::diffjpeg,
+        "codeformer_ops" => degradation::codeformer_ops,
+        "gaussian_noise_pt" => degradation::gaussian_noise_pt,
+        "guidance_cond_fn" => guidance::cond_fn,
+        "guidance_apply" => guidance::apply,
         _ => return None,
     })
 }

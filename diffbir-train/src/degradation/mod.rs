@@ -1,0 +1,32 @@
+//! The degradation operations of DiffBIR's training data synthesis (spec §10).
+//!
+//! - [`kernels`]: the blur kernels of `dataset/degradation.py` (isotropic / anisotropic
+//!   Gaussian, generalized Gaussian, plateau, circular low-pass "sinc"), computed in f64 like
+//!   numpy, and OpenCV's `getGaussianKernel`;
+//! - [`filter`]: the batched `filter2D` (reflect padding, one kernel per sample or one for all)
+//!   and USM sharpening, on tensors;
+//! - [`jpeg`]: DiffJPEG, with torch's rounding (training) or the differentiable rounding;
+//! - [`noise`]: `add_gaussian_noise_pt` (per-sample sigma, gray noise), drawing from a
+//!   [`NoiseSource`](diffbir_core::NoiseSource) so recorded draws can be replayed;
+//! - [`cv`]: the CodeFormer dataset's OpenCV operations on HWC float images
+//!   (`cv2.filter2D` with `BORDER_REFLECT_101`, `cv2.resize` with `INTER_LINEAR`).
+//!
+//! The random choices of the original (kernel type, sigma, quality, …) are not drawn here:
+//! every function takes its parameters explicitly, so a caller can draw them with its own
+//! generator or take them from a recorded case.
+
+pub mod cv;
+pub mod filter;
+pub mod jpeg;
+pub mod kernels;
+pub mod noise;
+
+use diffbir_core::Error;
+
+/// An [`Error::InvalidArgument`].
+pub(crate) fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        what: what.into(),
+        reason: reason.into(),
+    }
+}

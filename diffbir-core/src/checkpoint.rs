@@ -245,6 +245,10 @@ fn sniff(path: &Path) -> Result<CheckpointFormat> {
 }
 
 #[cfg(test)]
+#[path = "../../testing/fixtures.rs"]
+mod test_fixtures;
+
+#[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
@@ -275,13 +279,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn fixtures_dir() -> PathBuf {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
-        assert!(
-            dir.join("index.json").is_file(),
-            "the reference fixtures are missing: expected them at {}",
-            dir.display()
-        );
-        dir
+        super::test_fixtures::fixtures()
     }
 
     #[test]

@@ -1,19 +1,11 @@
 //! The `diffbir` command, run as a user would.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "../../testing/fixtures.rs"]
+mod fixtures;
 
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("DIFFBIR_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        dir.join("index.json").is_file(),
-        "the reference fixtures are missing: expected them at {} (set DIFFBIR_FIXTURES)",
-        dir.display()
-    );
-    dir
-}
+use fixtures::fixtures;
+
+use std::process::{Command, Output};
 
 fn diffbir(args: &[&str]) -> (Output, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_diffbir"))

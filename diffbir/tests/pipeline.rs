@@ -1,7 +1,10 @@
 //! The whole pipeline on real photos with the tiny random-weight models of the reference
 //! fixtures (SD-layout checkpoint, raw ControlNet file, SwinIR weights).
 
-use std::path::{Path, PathBuf};
+#[path = "../../testing/fixtures.rs"]
+mod fixtures;
+
+use std::path::PathBuf;
 
 use burn::tensor::Device;
 use diffbir::core::NoiseSource;
@@ -12,15 +15,7 @@ use diffbir::rm::{Stage1Config, SwinIrConfig};
 use diffbir::sampler::{SamplerConfig, SamplerOptions};
 
 fn shared() -> PathBuf {
-    let fixtures = std::env::var_os("DIFFBIR_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        fixtures.join("index.json").is_file(),
-        "the reference fixtures are missing: expected them at {} (set DIFFBIR_FIXTURES)",
-        fixtures.display()
-    );
-    fixtures
+    fixtures::fixtures()
 }
 
 /// A v2.1 SR pipeline with the fixtures' tiny networks and one sampler step (the networks

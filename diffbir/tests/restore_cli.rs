@@ -1,6 +1,9 @@
 //! `diffbir restore` end to end: real photos (RGB, plus RGBA and gray copies), tiny
 //! random-weight models under the official file names in a --weights-dir, offline.
 
+#[path = "../../testing/fixtures.rs"]
+mod fixtures;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -10,15 +13,7 @@ use diffbir::pipeline::{ModelConfigs, OfficialFiles, PipelineConfig, Task, Versi
 use diffbir::rm::{Stage1Config, SwinIrConfig};
 
 fn shared() -> PathBuf {
-    let fixtures = std::env::var_os("DIFFBIR_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        fixtures.join("index.json").is_file(),
-        "the reference fixtures are missing: expected them at {} (set DIFFBIR_FIXTURES)",
-        fixtures.display()
-    );
-    fixtures.join("..")
+    fixtures::fixtures().join("..")
 }
 
 /// A weights folder holding the fixtures' tiny models under the official v2.1 SR names, and

@@ -1,22 +1,16 @@
 //! Random-weight checkpoints in the official on-disk layouts load completely into the
 //! official architectures (the path behind `diffbir weights verify`).
 
-use std::path::{Path, PathBuf};
+#[path = "../../testing/fixtures.rs"]
+mod fixtures;
+
+use std::path::PathBuf;
 
 use burn::tensor::Device;
 use xtask::fake_checkpoint::{self, Layout};
 
 fn manifests() -> PathBuf {
-    let dir = std::env::var_os("DIFFBIR_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"))
-        .join("manifests");
-    assert!(
-        dir.is_dir(),
-        "the key manifests are missing: expected them at {}",
-        dir.display()
-    );
-    dir
+    fixtures::fixtures().join("manifests")
 }
 
 fn verify(manifest: &str, layout: Layout, model: &str, file: &str) -> String {

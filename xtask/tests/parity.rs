@@ -1,21 +1,13 @@
 //! The parity runner over the reference fixtures, and over altered copies of them.
 
-use std::path::{Path, PathBuf};
+#[path = "../../testing/fixtures.rs"]
+mod fixtures;
+
+use fixtures::fixtures;
+use std::path::Path;
 
 use burn::tensor::Device;
 use xtask::parity::{self, Status};
-
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("DIFFBIR_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        dir.join("index.json").is_file(),
-        "the reference fixtures are missing: expected them at {} (set DIFFBIR_FIXTURES)",
-        dir.display()
-    );
-    dir
-}
 
 fn status_of(reports: &[parity::CaseReport], name: &str) -> Status {
     reports

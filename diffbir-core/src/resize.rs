@@ -173,6 +173,20 @@ pub fn resize_short_edge_to(x: Tensor<4>, size: usize) -> Result<Tensor<4>> {
     resize_bicubic_antialias(x, out_h, out_w)
 }
 
+/// `F.interpolate(x, scale_factor=2, mode="nearest")`: every pixel repeated 2×2 (the
+/// upsampling of the UNet, the VAE decoder, SwinIR and RRDBNet).
+///
+/// # Shapes
+/// - `x`: `[B, C, H, W]`; returns `[B, C, 2H, 2W]`
+pub fn upsample_nearest2x(x: Tensor<4>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    burn::tensor::module::interpolate(
+        x,
+        burn::tensor::ops::InterpolateOptions::new(burn::tensor::ops::InterpolateMode::Nearest)
+            .with_output_size([2 * h, 2 * w]),
+    )
+}
+
 /// Zero padding added at the bottom and the right of an image by [`pad_to_multiples_of`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Padding {

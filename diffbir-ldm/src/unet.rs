@@ -18,7 +18,9 @@ use burn::tensor::{DType, Device, Int, Tensor};
 use diffbir_core::{Error, KeyMap, KeyRule, Precision, Result, cast_module};
 use serde::{Deserialize, Serialize};
 
-use crate::nn::{conv, upsample_nearest2x};
+use diffbir_core::resize::upsample_nearest2x;
+
+use crate::nn::conv;
 
 /// A count given once for all levels or per level (`num_res_blocks` accepts both).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,9 @@ use burn::tensor::ops::{AttentionModuleOptions, PadMode};
 use burn::tensor::{Device, Tensor};
 use diffbir_core::{Error, KeyMap, NoiseSource, Result};
 
-use crate::nn::{conv, upsample_nearest2x};
+use diffbir_core::resize::upsample_nearest2x;
+
+use crate::nn::conv;
 
 /// The encoder/decoder shape (`ddconfig` of the original).
 #[derive(Config, Debug)]

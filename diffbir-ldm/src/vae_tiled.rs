@@ -20,8 +20,8 @@ use burn::tensor::activation::silu;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::nn::upsample_nearest2x;
 use crate::vae::{AttnBlock, AutoencoderKl, Decoder, DiagonalGaussian, Encoder, Mid, ResnetBlock};
+use diffbir_core::resize::upsample_nearest2x;
 
 /// Margin of encoder tiles, in pixels.
 pub const ENCODER_PAD: usize = 32;

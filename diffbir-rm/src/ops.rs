@@ -1,8 +1,6 @@
-//! Tensor helpers shared by the stage-1 networks: pixel (un)shuffle, nearest ×2 upsampling,
+//! Tensor helpers shared by the stage-1 networks: pixel (un)shuffle,
 //! and the window partition, relative-position index and shift masks of Swin attention.
 
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// `torch.nn.PixelUnshuffle(r)`: `out[b, c·r² + i·r + j, y, x] = in[b, c, r·y + i, r·x + j]`.
@@ -26,18 +24,6 @@ pub fn pixel_shuffle(x: Tensor<4>, r: usize) -> Tensor<4> {
     x.reshape([b, c, r, r, h, w])
         .permute([0, 1, 4, 2, 5, 3])
         .reshape([b, c, h * r, w * r])
-}
-
-/// `F.interpolate(x, scale_factor=2, mode='nearest')`: every pixel repeated 2×2.
-///
-/// # Shapes
-/// - `x`: `[B, C, H, W]`; returns `[B, C, 2H, 2W]`
-pub fn upsample_nearest2x(x: Tensor<4>) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
-    interpolate(
-        x,
-        InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([2 * h, 2 * w]),
-    )
 }
 
 /// Splits `[B, H, W, C]` into non-overlapping `ws × ws` windows, windows in row-major order

@@ -130,16 +130,8 @@ impl Restorer for Stage1 {
             Self::SwinIr(m) => {
                 // SwinIRPipeline: zero-pad bottom/right to the trunk's multiple, crop back.
                 let [b, c, h, w] = lq.dims();
-                let multiple = m.input_multiple();
-                let (ph, pw) = (
-                    h.div_ceil(multiple) * multiple - h,
-                    w.div_ceil(multiple) * multiple - w,
-                );
-                let padded = if ph > 0 || pw > 0 {
-                    lq.pad((0, pw, 0, ph), burn::tensor::ops::PadMode::Constant(0.0))
-                } else {
-                    lq
-                };
+                let (padded, _) = diffbir_core::resize::pad_to_multiples_of(lq, m.input_multiple())
+                    .expect("the trunk multiple is positive");
                 let s = m.scale();
                 m.forward(padded).slice([0..b, 0..c, 0..h * s, 0..w * s])
             }

@@ -12,7 +12,9 @@ use burn::tensor::activation::leaky_relu;
 use burn::tensor::{Device, Tensor};
 use diffbir_core::{Error, KeyMap, Result};
 
-use crate::ops::{conv3x3, upsample_nearest2x};
+use diffbir_core::resize::upsample_nearest2x;
+
+use crate::ops::conv3x3;
 
 /// Configuration of [`RrdbNet`]; names and defaults are the original constructor's.
 #[derive(Config, Debug)]

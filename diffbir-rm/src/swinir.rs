@@ -629,7 +629,7 @@ impl SwinIr {
                     .into_iter()
                     .flatten()
                 {
-                    y = lrelu(conv.forward(ops::upsample_nearest2x(y)));
+                    y = lrelu(conv.forward(diffbir_core::resize::upsample_nearest2x(y)));
                 }
                 let hr = lrelu(self.conv_hr.as_ref().expect("conv_hr").forward(y));
                 self.conv_last.as_ref().expect("conv_last").forward(hr)

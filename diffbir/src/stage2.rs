@@ -3,8 +3,8 @@
 //! components together and holds no maths of its own.
 
 use burn::tensor::Tensor;
-use burn::tensor::ops::PadMode;
 use diffbir_controlnet::{ControlCond, ControlDenoiser, ControlLdm};
+use diffbir_core::resize::pad_to_multiples_of;
 use diffbir_core::{Error, NoiseSource, Result};
 use diffbir_ldm::clip::{ClipTextEncoder, ClipTokenizer};
 use diffbir_ldm::vae::{AutoencoderKl, Latent};
@@ -93,19 +93,6 @@ impl Stage2Options {
     }
 }
 
-fn pad_to_multiple(x: Tensor<4>, multiple: usize) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
-    let (ph, pw) = (
-        h.div_ceil(multiple) * multiple - h,
-        w.div_ceil(multiple) * multiple - w,
-    );
-    if ph == 0 && pw == 0 {
-        x
-    } else {
-        x.pad((0, pw, 0, ph), PadMode::Constant(0.0))
-    }
-}
-
 impl Stage2 {
     /// The text context of a prompt, repeated over the batch.
     fn text(&self, prompt: &str, batch: usize) -> Tensor<3> {
@@ -135,7 +122,7 @@ impl Stage2 {
         } else {
             8
         };
-        let image = pad_to_multiple(cond_img, multiple);
+        let (image, _) = pad_to_multiples_of(cond_img, multiple)?;
         let [_, _, hp, wp] = image.dims();
         let encoder_tile = encoder_tile.filter(|t| hp >= *t && wp >= *t);
         let c_img = self
@@ -144,7 +131,7 @@ impl Stage2 {
             .0;
         let [_, _, h1, w1] = c_img.dims();
         let c_img = if options.cldm_tile.is_none() {
-            pad_to_multiple(c_img, 8)
+            pad_to_multiples_of(c_img, 8)?.0
         } else {
             c_img
         };

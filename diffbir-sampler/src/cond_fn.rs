@@ -4,7 +4,9 @@
 //! it takes the gradient of an MSE loss between `x̂₀` and the target (in latent space, or in
 //! RGB space through the VAE decoder) and adds it, scaled, to `x̂₀`. Port of the v2 release
 //! (`XPixelGroup/DiffBIR@9fb2107:utils/cond_fn.py` and `SpacedSampler.apply_cond_fn` of
-//! `utils/sampler.py`); v2.1 keeps the loss classes but no sampler calls them (spec §5.1).
+//! `utils/sampler.py`) and of v1's variant (`7bd5675:model/cond_fn.py`,
+//! `model/spaced_sampler.py`), see [`GuidanceVariant`]; v2.1 keeps the loss classes but no
+//! sampler calls them (spec §5.1), so v2.1 runs use the v2 definition.
 //!
 //! The losses' gradients are analytic (`−∂L/∂pred` of a weighted mean of squares), so they need
 //! no autodiff. RGB-space guidance backpropagates through the decoder: it needs this crate's
@@ -14,6 +16,8 @@ use burn::tensor::Tensor;
 use diffbir_core::{Error, NoiseSource, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::denoiser::Denoiser;
+use crate::observer::SampleObserver;
 use crate::spaced::Spaced;
 
 /// The multiplier v2 applies to the configured scale (`self.scale = scale * 3000`).
@@ -70,6 +74,22 @@ impl GuidanceDomain {
     }
 }
 
+/// How the guidance gradient enters the sampler step: the two releases differ (spec §5.3–5.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GuidanceVariant {
+    /// v1: the gradient is `scale · (−∂L/∂pred)`; the posterior mean is computed from the
+    /// unguided `x̂₀`, then every repetition adds its gradient `Δ` to `x̂₀` and `Δ/2` to the
+    /// mean.
+    #[serde(rename = "v1")]
+    V1,
+    /// v2 (and v2.1): the gradient is `3000 · scale · (−∂L/∂pred)`; every repetition adds
+    /// `Δ / posterior_mean_coef1` to `x̂₀` and the mean is computed from the guided `x̂₀`, so
+    /// it moves by `Δ` itself.
+    #[default]
+    #[serde(rename = "v2")]
+    V2,
+}
+
 /// What restoration guidance needs from the autoencoder, so this crate does not depend on it.
 pub trait GuidanceSpace {
     /// The scaled latent of an image, sampled from the posterior with `noise`
@@ -103,6 +123,9 @@ pub struct RestorationGuidanceConfig {
     pub t_stop: i64,
     /// Updates per sampler step.
     pub repeat: usize,
+    /// Which release's update rule.
+    #[serde(default)]
+    pub variant: GuidanceVariant,
 }
 
 impl RestorationGuidanceConfig {
@@ -116,7 +139,31 @@ impl RestorationGuidanceConfig {
             t_start: 1001,
             t_stop: -1,
             repeat: 1,
+            variant: GuidanceVariant::V2,
         }
+    }
+
+    /// v1's CLI defaults: always on, five repetitions, the raw scale, v1's update rule.
+    pub fn v1(loss: GuidanceLoss, space: GuidanceDomain, scale: f64) -> Self {
+        Self {
+            repeat: 5,
+            variant: GuidanceVariant::V1,
+            ..Self::new(loss, space, scale)
+        }
+    }
+
+    /// Fails when this build cannot run the configuration: RGB space differentiates the VAE
+    /// decoder, which needs this crate's `autodiff` feature. Callers check it before loading
+    /// models, so the run stops at once.
+    pub fn check_supported(&self) -> Result<()> {
+        if self.space == GuidanceDomain::Rgb && !cfg!(feature = "autodiff") {
+            return Err(Error::Unsupported(
+                "RGB-space restoration guidance differentiates the VAE decoder: build \
+                 diffbir-sampler with its `autodiff` feature (or use latent space)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks the configuration. `w_mse` needs 3-channel inputs, so it is refused in latent
@@ -168,9 +215,12 @@ impl RestorationGuidance {
         &self.config
     }
 
-    /// The effective gradient multiplier (`scale · 3000`).
+    /// The effective gradient multiplier (`scale · 3000` for v2, `scale` for v1).
     pub fn effective_scale(&self) -> f64 {
-        self.config.scale * SCALE_MULTIPLIER
+        match self.config.variant {
+            GuidanceVariant::V1 => self.config.scale,
+            GuidanceVariant::V2 => self.config.scale * SCALE_MULTIPLIER,
+        }
     }
 
     /// Whether the guidance runs at model timestep `t`: `t_stop < t + 1 < t_start`.
@@ -179,7 +229,7 @@ impl RestorationGuidance {
         self.config.t_stop < now && now < self.config.t_start
     }
 
-    /// The guidance gradient and the loss: `(−∂L/∂pred · scale · 3000, L)`.
+    /// The guidance gradient and the loss: `(−∂L/∂pred · effective scale, L)`.
     ///
     /// # Shapes
     /// - `target`, `pred`: `[B, C, H, W]` (`C = 3` and even `H`, `W` for `w_mse`);
@@ -197,8 +247,8 @@ impl RestorationGuidance {
 
     /// Applies the guidance to `x̂₀` (`SpacedSampler.apply_cond_fn`): `repeat` times, the loss
     /// gradient (in latent space, or backpropagated through the decoder from RGB space) is
-    /// added to `x̂₀` times `grad_rescale` (`1/posterior_mean_coef1`), so the posterior mean
-    /// moves by the gradient itself.
+    /// added to `x̂₀` times `grad_rescale` (v2: `1/posterior_mean_coef1`, so the posterior mean
+    /// moves by the gradient itself; v1: 1).
     ///
     /// `t` is the model timestep; outside the time window `pred_x0` is returned unchanged.
     /// Latent space draws one posterior sample of the target per repetition from `noise`.
@@ -208,7 +258,7 @@ impl RestorationGuidance {
     /// - `pred_x0`: `[B, C, H/f, W/f]`
     pub fn apply(
         &self,
-        space: &impl GuidanceSpace,
+        space: &(impl GuidanceSpace + ?Sized),
         target: Tensor<4>,
         pred_x0: Tensor<4>,
         t: usize,
@@ -253,7 +303,7 @@ impl RestorationGuidance {
     #[cfg(feature = "autodiff")]
     fn rgb_gradient(
         &self,
-        space: &impl GuidanceSpace,
+        space: &(impl GuidanceSpace + ?Sized),
         target: Tensor<4>,
         pred_x0: Tensor<4>,
     ) -> Result<(Tensor<4>, f64)> {
@@ -276,7 +326,7 @@ impl RestorationGuidance {
     #[cfg(not(feature = "autodiff"))]
     fn rgb_gradient(
         &self,
-        _space: &impl GuidanceSpace,
+        _space: &(impl GuidanceSpace + ?Sized),
         _target: Tensor<4>,
         _pred_x0: Tensor<4>,
     ) -> Result<(Tensor<4>, f64)> {
@@ -288,16 +338,41 @@ impl RestorationGuidance {
     }
 }
 
+/// Restoration guidance as the spaced sampler runs it: the guidance, the autoencoder it
+/// differentiates or encodes with, and the target (the stage-1 result in `[-1, 1]`).
+#[derive(Clone, Copy)]
+pub struct SpacedGuidance<'a> {
+    /// The guidance.
+    pub guidance: &'a RestorationGuidance,
+    /// The autoencoder.
+    pub space: &'a dyn GuidanceSpace,
+    /// The target image.
+    ///
+    /// # Shapes
+    /// - `[B, 3, H, W]` in `[-1, 1]`, `H×W` the decoded size of the sampled latent
+    pub target: &'a Tensor<4>,
+}
+
+impl std::fmt::Debug for SpacedGuidance<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpacedGuidance")
+            .field("guidance", self.guidance)
+            .field("target", &self.target.dims())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Spaced {
     /// [`RestorationGuidance::apply`] at respaced step `k` of this sampler: model timestep
-    /// `τ_k`, `grad_rescale = 1/posterior_mean_coef1[k]` (computed in `f32`, as the reference).
+    /// `τ_k`, and for v2 `grad_rescale = 1/posterior_mean_coef1[k]` (computed in `f32`, as
+    /// the reference; v1 adds the gradient as it is).
     ///
     /// # Shapes
     /// - `target`: `[B, 3, H, W]` in `[-1, 1]`; `pred_x0`: `[B, C, H/f, W/f]`
     pub fn apply_guidance(
         &self,
         guidance: &RestorationGuidance,
-        space: &impl GuidanceSpace,
+        space: &(impl GuidanceSpace + ?Sized),
         target: Tensor<4>,
         pred_x0: Tensor<4>,
         k: usize,
@@ -312,7 +387,45 @@ impl Spaced {
                 format!("step {k} is outside the {} steps", self.steps()),
             ));
         };
-        guidance.apply(space, target, pred_x0, t, 1.0 / coef1, noise)
+        let grad_rescale = match guidance.config().variant {
+            GuidanceVariant::V1 => 1.0,
+            GuidanceVariant::V2 => 1.0 / coef1,
+        };
+        guidance.apply(space, target, pred_x0, t, grad_rescale, noise)
+    }
+
+    /// [`sample`](Self::sample) with restoration guidance applied to every step's `x̂₀`
+    /// before the posterior mean is formed (v2), or to the mean afterwards (v1). The guidance
+    /// draws its posterior samples of the target (latent space) from `noise` before the
+    /// step's own draw, as the reference does.
+    ///
+    /// Fails when the guidance fails (RGB space without the `autodiff` feature, a target
+    /// whose size does not match the latent).
+    ///
+    /// # Shapes
+    /// - `x_t`: `[B, C, H, W]`; returns `[B, C, H, W]`
+    pub fn sample_guided<D: Denoiser>(
+        &self,
+        model: &D,
+        x_t: Tensor<4>,
+        cond: &D::Cond,
+        guidance: SpacedGuidance<'_>,
+        noise: &mut NoiseSource,
+        observer: &mut impl SampleObserver,
+    ) -> Result<Tensor<4>> {
+        let g = guidance;
+        self.run(model, x_t, cond, noise, observer, |x, x0, k, noise| {
+            let step =
+                self.apply_guidance(g.guidance, g.space, g.target.clone(), x0.clone(), k, noise)?;
+            let mean = match g.guidance.config().variant {
+                GuidanceVariant::V2 => self.posterior_mean(step.pred_x0.clone(), x, k),
+                GuidanceVariant::V1 => {
+                    let delta = step.pred_x0.clone() - x0.clone();
+                    self.posterior_mean(x0, x, k) + delta.mul_scalar(0.5)
+                }
+            };
+            Ok((step.pred_x0, mean))
+        })
     }
 }
 
@@ -599,9 +712,12 @@ mod tests {
     #[cfg(not(feature = "autodiff"))]
     #[test]
     fn rgb_guidance_needs_autodiff() {
-        let guidance = RestorationGuidanceConfig::new(GuidanceLoss::Mse, GuidanceDomain::Rgb, 0.01)
-            .init()
-            .unwrap();
+        let config = RestorationGuidanceConfig::new(GuidanceLoss::Mse, GuidanceDomain::Rgb, 0.01);
+        assert!(matches!(
+            config.check_supported(),
+            Err(Error::Unsupported(_))
+        ));
+        let guidance = config.init().unwrap();
         let r = guidance.apply(
             &Linear,
             tensor(vec![0.0; 12], [1, 3, 2, 2]),

@@ -65,8 +65,8 @@ mod start;
 mod tiled;
 
 pub use cond_fn::{
-    GuidanceDomain, GuidanceLoss, GuidanceSpace, GuidanceStep, RestorationGuidance,
-    RestorationGuidanceConfig,
+    GuidanceDomain, GuidanceLoss, GuidanceSpace, GuidanceStep, GuidanceVariant,
+    RestorationGuidance, RestorationGuidanceConfig, SpacedGuidance,
 };
 pub use ddim::DdimConfig;
 pub use denoiser::{Denoiser, ModelTimesteps, Parameterization};

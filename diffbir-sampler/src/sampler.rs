@@ -9,6 +9,7 @@ use burn::tensor::Tensor;
 use diffbir_core::{Error, NoiseSource, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::cond_fn::SpacedGuidance;
 use crate::ddim::{Ddim, DdimConfig};
 use crate::denoiser::Denoiser;
 use crate::dpm_solver::{DpmSolver, DpmSolverConfig};
@@ -271,6 +272,29 @@ impl Sampler {
             Self::Ddim(s) => s.sample(model, x_t, cond, noise, observer),
             Self::DpmSolver(s) => s.sample(model, x_t, cond, noise, observer),
             Self::Edm(s) => s.sample(model, x_t, cond, noise, observer),
+        }
+    }
+
+    /// [`sample`](Self::sample) with restoration guidance, which the reference applies in
+    /// the `spaced` sampler only; the other samplers refuse it.
+    ///
+    /// # Shapes
+    /// - `x_t`: `[B, C, H, W]`, unit variance; returns `[B, C, H, W]`
+    pub fn sample_guided<D: Denoiser>(
+        &self,
+        model: &D,
+        x_t: Tensor<4>,
+        cond: &D::Cond,
+        guidance: SpacedGuidance<'_>,
+        noise: &mut NoiseSource,
+        observer: &mut impl SampleObserver,
+    ) -> Result<Tensor<4>> {
+        match self {
+            Self::Spaced(s) => s.sample_guided(model, x_t, cond, guidance, noise, observer),
+            _ => Err(Error::Unsupported(
+                "restoration guidance runs with the `spaced` sampler only, as in the original"
+                    .into(),
+            )),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! openai/guided-diffusion's `respace.py`). The tables are computed in `f64` and used in `f32`,
 //! as the reference registers them.
 
+use std::convert::Infallible;
 use std::ops::ControlFlow;
 
 use burn::config::Config;
@@ -203,6 +204,15 @@ impl Spaced {
         x_t.mul_scalar(t.sqrt_alphas_cumprod[k]) - v.mul_scalar(t.sqrt_one_minus_alphas_cumprod[k])
     }
 
+    /// The posterior mean `coef1·x̂₀ + coef2·x_t` at respaced step `k`.
+    ///
+    /// # Shapes
+    /// - `x0`, `x_t`: `[B, C, H, W]`; returns `[B, C, H, W]`
+    pub fn posterior_mean(&self, x0: Tensor<4>, x_t: Tensor<4>, k: usize) -> Tensor<4> {
+        let t = &self.tables;
+        x0.mul_scalar(t.posterior_mean_coef1[k]) + x_t.mul_scalar(t.posterior_mean_coef2[k])
+    }
+
     /// Runs the sampler from `x_t` (pure noise, or the `cond` start point) to a clean latent.
     ///
     /// Step `i` evaluates the model at the training timestep `τ_{S−1−i}` and samples the
@@ -219,9 +229,33 @@ impl Spaced {
         noise: &mut NoiseSource,
         observer: &mut impl SampleObserver,
     ) -> Tensor<4> {
+        let unguided = self.run(model, x_t, cond, noise, observer, |x, x0, k, _| {
+            Ok::<_, Infallible>((x0.clone(), self.posterior_mean(x0, x, k)))
+        });
+        match unguided {
+            Ok(x) => x,
+            Err(never) => match never {},
+        }
+    }
+
+    /// The sampling loop; `mean_of(x_t, x̂₀, k, noise)` returns the step's (possibly guided)
+    /// `x̂₀` and posterior mean.
+    pub(crate) fn run<D: Denoiser, E>(
+        &self,
+        model: &D,
+        x_t: Tensor<4>,
+        cond: &D::Cond,
+        noise: &mut NoiseSource,
+        observer: &mut impl SampleObserver,
+        mut mean_of: impl FnMut(
+            Tensor<4>,
+            Tensor<4>,
+            usize,
+            &mut NoiseSource,
+        ) -> std::result::Result<(Tensor<4>, Tensor<4>), E>,
+    ) -> std::result::Result<Tensor<4>, E> {
         let [batch, _, _, _] = x_t.dims();
         let total = self.steps();
-        let tables = &self.tables;
         let mut x = x_t;
         for i in 0..total {
             let k = total - 1 - i;
@@ -231,11 +265,10 @@ impl Spaced {
                 Parameterization::Eps => self.predict_x0_from_eps(x.clone(), k, out),
                 Parameterization::V => self.predict_x0_from_v(x.clone(), k, out),
             };
-            let mean = x0.clone().mul_scalar(tables.posterior_mean_coef1[k])
-                + x.mul_scalar(tables.posterior_mean_coef2[k]);
+            let (x0, mean) = mean_of(x, x0, k, noise)?;
             let z = noise.randn_like(&mean);
             x = if k > 0 {
-                mean + z.mul_scalar(tables.posterior_variance[k].sqrt())
+                mean + z.mul_scalar(self.tables.posterior_variance[k].sqrt())
             } else {
                 mean
             };
@@ -251,7 +284,7 @@ impl Spaced {
                 break;
             }
         }
-        x
+        Ok(x)
     }
 }
 

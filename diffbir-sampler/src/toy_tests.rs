@@ -299,3 +299,165 @@ fn the_observer_sees_every_step_and_can_stop() {
         assert_eq!(seen, vec![(0, total), (1, total), (2, total)], "{name}");
     }
 }
+
+/// The latent as its own image: restoration guidance in "latent" space with an identity
+/// autoencoder, so the guidance gradient is known in closed form.
+struct Identity;
+
+impl crate::GuidanceSpace for Identity {
+    fn encode(&self, image: Tensor<4>, _noise: &mut NoiseSource) -> Tensor<4> {
+        image
+    }
+
+    fn decode(&self, latent: Tensor<4>) -> Tensor<4> {
+        latent
+    }
+}
+
+/// The first step of the spaced sampler, guided or not: the latent after it and its `x̂₀`.
+fn first_spaced_step(
+    guidance: Option<&crate::RestorationGuidanceConfig>,
+    target: &Tensor<4>,
+    steps: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let schedule = NoiseScheduleConfig::sd_v2().init();
+    let model = Toy::new(&schedule, Parameterization::Eps);
+    let sampler = SamplerConfig::from_name("spaced", steps, &SamplerOptions::new())
+        .unwrap()
+        .init(&schedule)
+        .unwrap();
+    let mut seen = None;
+    let mut first = |s: &crate::StepInfo<'_>| {
+        seen = Some(values(s.x0_pred.clone()));
+        std::ops::ControlFlow::Break(())
+    };
+    let mut noise = NoiseSource::seeded(9);
+    let x = match guidance {
+        None => sampler.sample(&model, start(3), &(), &mut noise, &mut first),
+        Some(config) => {
+            let guidance = config.init().unwrap();
+            let g = crate::SpacedGuidance {
+                guidance: &guidance,
+                space: &Identity,
+                target,
+            };
+            sampler
+                .sample_guided(&model, start(3), &(), g, &mut noise, &mut first)
+                .unwrap()
+        }
+    };
+    (values(x), seen.unwrap())
+}
+
+#[test]
+fn guidance_moves_the_posterior_mean_as_each_release_does() {
+    use crate::{GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig};
+    let target = Tensor::<4>::full([1, 1, SIDE, SIDE], 0.25, &Device::flex());
+    let (x_free, x0_free) = first_spaced_step(None, &target, 5);
+    let n = (SIDE * SIDE) as f64;
+    // −∂L/∂x̂₀ of L = mean((x̂₀ − target)²).
+    let pull: Vec<f64> = x0_free.iter().map(|x0| -2.0 * (x0 - 0.25) / n).collect();
+
+    let scale = 0.01;
+    let v2 = RestorationGuidanceConfig::new(GuidanceLoss::Mse, GuidanceDomain::Latent, scale);
+    let v1 = RestorationGuidanceConfig::v1(GuidanceLoss::Mse, GuidanceDomain::Latent, scale);
+    // v2: the mean moves by the gradient times 3000·scale; v1: by half the gradient times
+    // scale, once per repetition (five, pulling from an x̂₀ that moves a little each time).
+    let (x_v2, _) = first_spaced_step(Some(&v2), &target, 5);
+    let moved: Vec<f64> = x_v2.iter().zip(&x_free).map(|(g, f)| g - f).collect();
+    let expected: Vec<f64> = pull.iter().map(|p| p * 3000.0 * scale).collect();
+    assert!(
+        max_err(&moved, &expected) < 1e-5,
+        "v2 moved the mean wrongly"
+    );
+
+    let v1_once = RestorationGuidanceConfig {
+        repeat: 1,
+        ..v1.clone()
+    };
+    let (x_v1, _) = first_spaced_step(Some(&v1_once), &target, 5);
+    let moved: Vec<f64> = x_v1.iter().zip(&x_free).map(|(g, f)| g - f).collect();
+    let expected: Vec<f64> = pull.iter().map(|p| 0.5 * p * scale).collect();
+    assert!(
+        max_err(&moved, &expected) < 1e-6,
+        "v1 moved the mean wrongly"
+    );
+
+    let off = RestorationGuidanceConfig::new(GuidanceLoss::Mse, GuidanceDomain::Latent, 0.0);
+    assert_eq!(first_spaced_step(Some(&off), &target, 5).0, x_free);
+}
+
+#[test]
+fn guidance_pulls_the_sample_towards_the_target() {
+    use crate::{GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig};
+    let schedule = NoiseScheduleConfig::sd_v2().init();
+    let target = Tensor::<4>::full([1, 1, SIDE, SIDE], -1.0, &Device::flex());
+    let distance = |config: Option<&RestorationGuidanceConfig>, p: Parameterization| {
+        let model = Toy::new(&schedule, p);
+        let sampler = SamplerConfig::from_name("spaced", 10, &SamplerOptions::new())
+            .unwrap()
+            .init(&schedule)
+            .unwrap();
+        let mut noise = NoiseSource::seeded(5);
+        let x = match config {
+            None => sampler.sample(&model, start(1), &(), &mut noise, &mut ()),
+            Some(config) => {
+                let guidance = config.init().unwrap();
+                let g = crate::SpacedGuidance {
+                    guidance: &guidance,
+                    space: &Identity,
+                    target: &target,
+                };
+                sampler
+                    .sample_guided(&model, start(1), &(), g, &mut noise, &mut ())
+                    .unwrap()
+            }
+        };
+        (x - target.clone()).abs().mean().into_scalar::<f32>()
+    };
+    for p in [Parameterization::Eps, Parameterization::V] {
+        let free = distance(None, p);
+        for config in [
+            RestorationGuidanceConfig::new(GuidanceLoss::Mse, GuidanceDomain::Latent, 0.1),
+            RestorationGuidanceConfig::v1(GuidanceLoss::Mse, GuidanceDomain::Latent, 200.0),
+        ] {
+            let guided = distance(Some(&config), p);
+            assert!(
+                guided < 0.5 * free,
+                "{:?} {p:?}: {guided} not closer than {free}",
+                config.variant
+            );
+        }
+    }
+}
+
+#[test]
+fn only_the_spaced_sampler_takes_restoration_guidance() {
+    use crate::{GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig};
+    let schedule = NoiseScheduleConfig::sd_v2().init();
+    let model = Toy::new(&schedule, Parameterization::Eps);
+    let guidance = RestorationGuidanceConfig::new(GuidanceLoss::Mse, GuidanceDomain::Latent, 1.0)
+        .init()
+        .unwrap();
+    let target = start(2);
+    let g = crate::SpacedGuidance {
+        guidance: &guidance,
+        space: &Identity,
+        target: &target,
+    };
+    let ddim = SamplerConfig::from_name("ddim", 4, &SamplerOptions::new())
+        .unwrap()
+        .init(&schedule)
+        .unwrap();
+    let err = ddim
+        .sample_guided(
+            &model,
+            start(1),
+            &(),
+            g,
+            &mut NoiseSource::seeded(0),
+            &mut (),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("spaced"), "{err}");
+}

@@ -16,7 +16,10 @@ use diffbir::core::{NoiseSource, Precision};
 use diffbir::pipeline::{
     ModelConfigs, OfficialFiles, Pipeline, PipelineConfig, Task, Version, WeightFiles,
 };
-use diffbir::sampler::{SampleObserver, SamplerConfig, SamplerOptions, StartPoint, StepInfo};
+use diffbir::sampler::{
+    GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig, SampleObserver, SamplerConfig,
+    SamplerOptions, StartPoint, StepInfo,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{HubArgs, Progress};
@@ -120,9 +123,27 @@ pub struct RestoreArgs {
     batch_size: usize,
     #[arg(long, default_value_t = 1)]
     n_samples: usize,
-    /// Restoration guidance (not available in this build: the run is refused).
+    /// Restoration guidance: pull every step's clean-latent estimate towards the stage-1
+    /// result (spaced sampler only, untiled).
     #[arg(long)]
     guidance: bool,
+    /// Guidance loss: mse or w_mse (w_mse needs --g-space rgb).
+    #[arg(long, default_value = "mse")]
+    g_loss: String,
+    /// Guidance scale (v1: as given; v2 and v2.1: times 3000, as the original).
+    #[arg(long, default_value_t = 0.0)]
+    g_scale: f64,
+    /// Guidance runs while g-stop < t + 1 < g-start (t the model timestep, 999 down to 0).
+    #[arg(long, default_value_t = 1001, allow_negative_numbers = true)]
+    g_start: i64,
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    g_stop: i64,
+    /// Where the guidance loss is computed: latent or rgb (through the VAE decoder).
+    #[arg(long, default_value = "latent")]
+    g_space: String,
+    /// Guidance updates per step (default: 5 for v1, 1 otherwise).
+    #[arg(long)]
+    g_repeat: Option<usize>,
     /// Seed of every random draw; each image starts from it.
     #[arg(long, default_value_t = 231)]
     seed: u64,
@@ -161,11 +182,24 @@ fn parse_version(s: &str) -> Result<Version> {
 }
 
 impl RestoreArgs {
+    /// The `--g-*` settings, with the update rule of `version` (v2.1 uses v2's).
+    fn guidance_config(&self, version: Version) -> Result<RestorationGuidanceConfig> {
+        let loss = GuidanceLoss::from_name(&self.g_loss)?;
+        let space = GuidanceDomain::from_name(&self.g_space)?;
+        let mut config = match version {
+            Version::V1 => RestorationGuidanceConfig::v1(loss, space, self.g_scale),
+            Version::V2 | Version::V21 => RestorationGuidanceConfig::new(loss, space, self.g_scale),
+        };
+        config.t_start = self.g_start;
+        config.t_stop = self.g_stop;
+        if let Some(repeat) = self.g_repeat {
+            config.repeat = repeat;
+        }
+        Ok(config)
+    }
+
     /// The validated pipeline settings.
     fn config(&self) -> Result<PipelineConfig> {
-        if self.guidance {
-            bail!("restoration guidance (--guidance) is not available in this build");
-        }
         let mut config =
             PipelineConfig::new(parse_task(&self.task)?, parse_version(&self.version)?);
         if let Some(path) = &self.model_config {
@@ -217,6 +251,10 @@ impl RestoreArgs {
         stage2.cldm_tile = self
             .cldm_tiled
             .then_some((self.cldm_tile_size, self.cldm_tile_stride));
+        stage2.guidance = self
+            .guidance
+            .then(|| self.guidance_config(config.version))
+            .transpose()?;
         config.cleaner_tile = self
             .cleaner_tiled
             .then_some((self.cleaner_tile_size, self.cleaner_tile_stride));

@@ -202,6 +202,7 @@ impl PipelineConfig {
                 vae_encoder_tile: None,
                 vae_decoder_tile: None,
                 cldm_tile: None,
+                guidance: None,
             },
             cleaner_tile: None,
             color_fix: ColorFix::Wavelet,
@@ -331,6 +332,11 @@ impl Pipeline {
     /// The settings this pipeline runs with.
     pub fn config(&self) -> &PipelineConfig {
         &self.config
+    }
+
+    /// Stage 2 alone, for callers with their own condition images.
+    pub fn stage2(&self) -> &Stage2 {
+        &self.stage2
     }
 
     /// Stage 1 with the reference's input and resize rules; returns the condition image and

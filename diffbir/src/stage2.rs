@@ -9,8 +9,8 @@ use diffbir_core::{Error, NoiseSource, Result};
 use diffbir_ldm::clip::{ClipTextEncoder, ClipTokenizer};
 use diffbir_ldm::vae::{AutoencoderKl, Latent};
 use diffbir_sampler::{
-    ClassifierFree, Denoiser, GuidedCond, NoiseSchedule, SampleObserver, SamplerConfig, StartPoint,
-    Tiled, noise_augment,
+    ClassifierFree, Denoiser, GuidanceSpace, GuidedCond, NoiseSchedule, RestorationGuidanceConfig,
+    SampleObserver, Sampler, SamplerConfig, SpacedGuidance, StartPoint, Tiled, noise_augment,
 };
 
 /// The networks and schedule of stage 2.
@@ -54,6 +54,9 @@ pub struct Stage2Options {
     /// Tiled diffusion with this tile side and stride in pixels (`--cldm_tile_size`,
     /// `--cldm_tile_stride`).
     pub cldm_tile: Option<(usize, usize)>,
+    /// Restoration guidance towards the stage-1 result (`--guidance`, `--g_*`); the `spaced`
+    /// sampler only, untiled.
+    pub guidance: Option<RestorationGuidanceConfig>,
 }
 
 impl Stage2Options {
@@ -81,6 +84,25 @@ impl Stage2Options {
         ] {
             if let Some(t) = tile.filter(|t| *t == 0 || !t.is_multiple_of(8)) {
                 return bad(what, format!("{t} must be a positive multiple of 8"));
+            }
+        }
+        if let Some(guidance) = &self.guidance {
+            guidance.init()?;
+            guidance.check_supported()?;
+            if self.sampler.name() != "spaced" {
+                return bad(
+                    "restoration guidance",
+                    format!(
+                        "it runs with the `spaced` sampler only, as in the original, not `{}`",
+                        self.sampler.name()
+                    ),
+                );
+            }
+            if self.cldm_tile.is_some() {
+                return bad(
+                    "restoration guidance",
+                    "it cannot be combined with tiled diffusion, as in the original".into(),
+                );
             }
         }
         if self.noise_aug >= 1000 {
@@ -125,10 +147,8 @@ impl Stage2 {
         let (image, _) = pad_to_multiples_of(cond_img, multiple)?;
         let [_, _, hp, wp] = image.dims();
         let encoder_tile = encoder_tile.filter(|t| hp >= *t && wp >= *t);
-        let c_img = self
-            .vae
-            .encode_latent(image.mul_scalar(2.0).sub_scalar(1.0), encoder_tile, None)
-            .0;
+        let image = image.mul_scalar(2.0).sub_scalar(1.0);
+        let c_img = self.vae.encode_latent(image.clone(), encoder_tile, None).0;
         let [_, _, h1, w1] = c_img.dims();
         let c_img = if options.cldm_tile.is_none() {
             pad_to_multiples_of(c_img, 8)?.0
@@ -159,6 +179,17 @@ impl Stage2 {
             strength: options.strength,
             parameterization: self.schedule.parameterization(),
         };
+        let guidance = options
+            .guidance
+            .as_ref()
+            .map(RestorationGuidanceConfig::init)
+            .transpose()?;
+        let space = VaeGuidance(&self.vae);
+        let guidance = guidance.as_ref().map(|guidance| SpacedGuidance {
+            guidance,
+            space: &space,
+            target: &image,
+        });
         let z = match options.cldm_tile {
             Some((size, stride)) => {
                 let tiled = Tiled::new(model, size / 8, stride / 8)?;
@@ -167,18 +198,20 @@ impl Stage2 {
                     ClassifierFree::new(tiled, options.cfg_scale).with_rescale(rescale),
                     x_t,
                     &cond,
+                    guidance,
                     noise,
                     observer,
-                )
+                )?
             }
             None => run(
                 &sampler,
                 ClassifierFree::new(model, options.cfg_scale).with_rescale(rescale),
                 x_t,
                 &cond,
+                guidance,
                 noise,
                 observer,
-            ),
+            )?,
         };
         let [_, c, _, _] = z.dims();
         let z = z.slice([0..b, 0..c, 0..h1, 0..w1]);
@@ -192,12 +225,31 @@ impl Stage2 {
 }
 
 fn run<D: Denoiser<Cond = GuidedCond<ControlCond>>>(
-    sampler: &diffbir_sampler::Sampler,
+    sampler: &Sampler,
     model: D,
     x_t: Tensor<4>,
     cond: &GuidedCond<ControlCond>,
+    guidance: Option<SpacedGuidance<'_>>,
     noise: &mut NoiseSource,
     observer: &mut impl SampleObserver,
-) -> Tensor<4> {
-    sampler.sample(&model, x_t, cond, noise, observer)
+) -> Result<Tensor<4>> {
+    match guidance {
+        Some(guidance) => sampler.sample_guided(&model, x_t, cond, guidance, noise, observer),
+        None => Ok(sampler.sample(&model, x_t, cond, noise, observer)),
+    }
+}
+
+/// The SD autoencoder as restoration guidance uses it: scaled latents, a posterior sample per
+/// encoding (`ControlLDM.vae_encode(sample=True)`, `vae_decode`).
+#[derive(Debug, Clone, Copy)]
+pub struct VaeGuidance<'a>(pub &'a AutoencoderKl);
+
+impl GuidanceSpace for VaeGuidance<'_> {
+    fn encode(&self, image: Tensor<4>, noise: &mut NoiseSource) -> Tensor<4> {
+        self.0.encode_latent(image, None, Some(noise)).0
+    }
+
+    fn decode(&self, latent: Tensor<4>) -> Tensor<4> {
+        self.0.decode_latent(&Latent(latent), None)
+    }
 }

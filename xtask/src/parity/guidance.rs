@@ -2,36 +2,17 @@
 //! and v2's `SpacedSampler.apply_cond_fn` with the tiny VAE (`guidance_apply`).
 
 use anyhow::{Context, Result, ensure};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use diffbir::core::NoiseSource;
-use diffbir::ldm::AutoencoderKl;
-use diffbir::ldm::vae::{VAE_KEYS, VaeConfig};
+use diffbir::ldm::vae::{LATENT_SCALE, VAE_KEYS, VaeConfig};
 use diffbir::sampler::cond_fn::sobel_weight_map;
 use diffbir::sampler::{
-    GuidanceDomain, GuidanceLoss, GuidanceSpace, RestorationGuidanceConfig, SpacedConfig,
+    GuidanceDomain, GuidanceLoss, GuidanceVariant, RestorationGuidanceConfig, SpacedConfig,
 };
+use diffbir::stage2::VaeGuidance;
 use serde_json::Value;
 
 use super::{Case, Outputs, sampler, weights};
-
-/// The VAE as `ControlLDM` uses it for guidance: scaled latents, posterior samples.
-struct VaeSpace {
-    vae: AutoencoderKl,
-    scale_factor: f64,
-}
-
-impl GuidanceSpace for VaeSpace {
-    fn encode(&self, image: Tensor<4>, noise: &mut NoiseSource) -> Tensor<4> {
-        self.vae
-            .encode(image)
-            .sample(noise)
-            .mul_scalar(self.scale_factor)
-    }
-
-    fn decode(&self, latent: Tensor<4>) -> Tensor<4> {
-        self.vae.decode(latent.div_scalar(self.scale_factor))
-    }
-}
 
 fn number(case: &Case, pointer: &str) -> Result<f64> {
     case.field(pointer)?
@@ -78,6 +59,7 @@ pub fn cond_fn(case: &Case, device: &Device) -> Result<Outputs> {
             t_start: integer(case, "/t_start")?,
             t_stop: integer(case, "/t_stop")?,
             repeat: 1,
+            variant: GuidanceVariant::V2,
         }
         .init()?;
         let (grad, value) = guidance.loss_gradient(target.clone(), pred.clone())?;
@@ -99,6 +81,7 @@ pub fn apply(case: &Case, device: &Device) -> Result<Outputs> {
         t_start: integer(case, "/t_start")?,
         t_stop: integer(case, "/t_stop")?,
         repeat: case.usize_field("/repeat")?,
+        variant: GuidanceVariant::V2,
     }
     .init()?;
 
@@ -106,10 +89,12 @@ pub fn apply(case: &Case, device: &Device) -> Result<Outputs> {
         .config_at("/cldm/config/vae_cfg", VaeConfig::new())?
         .init(device);
     weights::load_part(case, "vae", &mut vae, &VAE_KEYS)?;
-    let space = VaeSpace {
-        vae,
-        scale_factor: number(case, "/cldm/config/latent_scale_factor")?,
-    };
+    let scale = number(case, "/cldm/config/latent_scale_factor")?;
+    ensure!(
+        scale == LATENT_SCALE,
+        "latent scale factor {scale}: DiffBIR's is {LATENT_SCALE}"
+    );
+    let space = VaeGuidance(&vae);
     let schedule = sampler::schedule_config(case.field("/diffusion_config")?)?.init();
     let spaced = SpacedConfig::new(case.usize_field("/steps")?).init(&schedule)?;
 

@@ -73,6 +73,8 @@ pub fn apply_cldm(case: &Case, device: &Device) -> Result<Outputs> {
         } else {
             None
         },
+        // The reference's v2.1 pipeline never applies restoration guidance (spec §5.1).
+        guidance: None,
     };
     let mut noise = NoiseSource::replay(case.noise_draws());
     let x = stage2.apply(

@@ -1,0 +1,148 @@
+//! Restoration guidance through stage 2 (the fixtures' tiny networks) and its settings on the
+//! command line.
+
+#[path = "../../testing/fixtures.rs"]
+mod fixtures;
+
+use std::process::Command;
+
+use burn::tensor::{Device, Tensor};
+use diffbir::core::NoiseSource;
+use diffbir::core::image::image_to_tensor;
+use diffbir::ldm::clip::ClipTextConfig;
+use diffbir::ldm::{UnetConfig, VaeConfig};
+use diffbir::pipeline::{Pipeline, PipelineConfig, Task, Version, WeightFiles};
+use diffbir::rm::{Stage1Config, SwinIrConfig};
+use diffbir::sampler::{
+    GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig, SamplerConfig, SamplerOptions,
+};
+use diffbir::stage2::Stage2Options;
+
+/// A v2 pipeline (spaced sampler) with the fixtures' tiny networks.
+fn tiny_pipeline() -> Pipeline {
+    let fixtures = fixtures::fixtures();
+    let mut config = PipelineConfig::new(Task::Sr, Version::V2);
+    config.models.stage1 = Stage1Config::SwinIr(SwinIrConfig::tiny());
+    config.models.unet = UnetConfig::tiny();
+    config.models.controlnet = UnetConfig::tiny().with_hint_channels(Some(4));
+    config.models.vae = VaeConfig::tiny();
+    config.models.clip = ClipTextConfig::tiny();
+    config.stage2.sampler = SamplerConfig::from_name("spaced", 3, &SamplerOptions::new()).unwrap();
+    let files = WeightFiles {
+        stage1: fixtures.join("swinir_tiny.weights.safetensors"),
+        sd: fixtures.join("sd_tiny.sd21_format.ckpt"),
+        controlnet: fixtures.join("sd_tiny.controlnet_format.pth"),
+        bpe_vocab: fixtures.join("bpe_simple_vocab_16e6.txt.gz"),
+    };
+    Pipeline::load(config, &files, &Device::flex()).unwrap()
+}
+
+/// A 64×64 crop of a real photo in `[0, 1]`.
+fn condition() -> Tensor<4> {
+    let photo = image::open(fixtures::fixtures().join("../images/real47/1.jpg")).unwrap();
+    let (x, _) = image_to_tensor(&photo.crop_imm(40, 40, 64, 64), &Device::flex());
+    x
+}
+
+fn run(pipeline: &Pipeline, options: &Stage2Options) -> diffbir::core::Result<Tensor<4>> {
+    let mut noise = NoiseSource::seeded(231);
+    pipeline
+        .stage2()
+        .apply(condition(), options, &mut noise, &mut ())
+}
+
+fn max_abs_diff(a: &Tensor<4>, b: &Tensor<4>) -> f32 {
+    (a.clone() - b.clone()).abs().max().into_scalar::<f32>()
+}
+
+#[test]
+fn guidance_changes_the_sample_in_both_spaces_and_a_zero_scale_changes_nothing() {
+    let pipeline = tiny_pipeline();
+    let base = pipeline.config().stage2.clone();
+    let free = run(&pipeline, &base).unwrap();
+    assert_eq!(free.dims(), [1, 3, 64, 64]);
+    for (loss, space) in [
+        (GuidanceLoss::Mse, GuidanceDomain::Latent),
+        (GuidanceLoss::Mse, GuidanceDomain::Rgb),
+        (GuidanceLoss::WeightedMse, GuidanceDomain::Rgb),
+    ] {
+        let mut options = base.clone();
+        options.guidance = Some(RestorationGuidanceConfig::new(loss, space, 0.05));
+        let guided = run(&pipeline, &options).unwrap();
+        assert_eq!(guided.dims(), free.dims());
+        let diff = max_abs_diff(&guided, &free);
+        assert!(
+            diff > 1e-3,
+            "{loss:?} in {space:?} changed nothing ({diff})"
+        );
+    }
+    // RGB guidance draws no noise, so a zero scale leaves the run exactly as it was.
+    let mut options = base.clone();
+    options.guidance = Some(RestorationGuidanceConfig::new(
+        GuidanceLoss::Mse,
+        GuidanceDomain::Rgb,
+        0.0,
+    ));
+    assert_eq!(max_abs_diff(&run(&pipeline, &options).unwrap(), &free), 0.0);
+}
+
+#[test]
+fn guidance_is_refused_where_the_original_has_none() {
+    let pipeline = tiny_pipeline();
+    let guidance = RestorationGuidanceConfig::new(GuidanceLoss::Mse, GuidanceDomain::Latent, 1.0);
+    let mut edm = pipeline.config().stage2.clone();
+    edm.sampler = SamplerConfig::from_name("edm_euler", 3, &SamplerOptions::new()).unwrap();
+    edm.guidance = Some(guidance.clone());
+    let mut tiled = pipeline.config().stage2.clone();
+    tiled.cldm_tile = Some((64, 32));
+    tiled.guidance = Some(guidance);
+    let mut latent_w_mse = pipeline.config().stage2.clone();
+    latent_w_mse.guidance = Some(RestorationGuidanceConfig::new(
+        GuidanceLoss::WeightedMse,
+        GuidanceDomain::Latent,
+        1.0,
+    ));
+    for (options, expected) in [(edm, "spaced"), (tiled, "tiled"), (latent_w_mse, "rgb")] {
+        let err = run(&pipeline, &options).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+}
+
+#[test]
+fn the_command_line_checks_guidance_settings_before_loading_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = fixtures::fixtures().join("../images/demo/bsr/49.jpg");
+    let out = dir.path().join("out");
+    for (extra, expected) in [
+        (vec!["--guidance"], "spaced"),
+        (
+            vec!["--guidance", "--sampler", "spaced", "--g-loss", "l1"],
+            "l1",
+        ),
+        (
+            vec!["--guidance", "--sampler", "spaced", "--g-space", "pixel"],
+            "pixel",
+        ),
+        (
+            vec!["--guidance", "--sampler", "spaced", "--g-loss", "w_mse"],
+            "rgb",
+        ),
+        (
+            vec!["--guidance", "--version", "v2", "--cldm-tiled"],
+            "tiled",
+        ),
+    ] {
+        let out_dir = out.to_str().unwrap();
+        let mut args = vec!["restore", "--input", photo.to_str().unwrap()];
+        args.extend(["--output", out_dir, "--offline"]);
+        args.extend(extra);
+        let output = Command::new(env!("CARGO_BIN_EXE_diffbir"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+}

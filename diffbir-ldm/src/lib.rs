@@ -11,4 +11,4 @@ pub mod vae_tiled;
 
 pub use clip::{ClipTextConfig, ClipTextEncoder, ClipTokenizer};
 pub use unet::{Control, Unet, UnetConfig};
-pub use vae::{AutoencoderKl, Latent, VaeConfig};
+pub use vae::{AutoencoderKl, Latent, VaeConfig, VaeTiles};

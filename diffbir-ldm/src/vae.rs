@@ -514,34 +514,55 @@ impl AutoencoderKl {
     }
 
     /// `encode(x).mode() · 0.18215` (or a sample, when `noise` is given), as DiffBIR encodes
-    /// the condition; in tiles of `tile` pixels when given (see
-    /// [`encode_tiled`](Self::encode_tiled)).
+    /// the condition; in tiles when `tiles` says so (see [`VaeTiles`]).
+    ///
+    /// Fails only for blended tiles of a bad size.
     pub fn encode_latent(
         &self,
         x: Tensor<4>,
-        tile: Option<usize>,
+        tiles: Option<VaeTiles>,
         noise: Option<&mut NoiseSource>,
-    ) -> Latent {
-        let posterior = match tile {
-            Some(tile) => self.encode_tiled(x, tile, None),
+    ) -> Result<Latent> {
+        let posterior = match tiles {
+            Some(VaeTiles::Synced(tile)) => self.encode_tiled(x, tile, None),
+            Some(VaeTiles::Blended { tile, stride }) => self.encode_blended(x, tile, stride)?,
             None => self.encode(x),
         };
         let z = match noise {
             Some(noise) => posterior.sample(noise),
             None => posterior.mode(),
         };
-        Latent(z.mul_scalar(LATENT_SCALE))
+        Ok(Latent(z.mul_scalar(LATENT_SCALE)))
     }
 
-    /// `decode(z / 0.18215)`; in tiles of `tile` latent pixels when given (see
-    /// [`decode_tiled`](Self::decode_tiled)).
-    pub fn decode_latent(&self, latent: &Latent, tile: Option<usize>) -> Tensor<4> {
+    /// `decode(z / 0.18215)`; in tiles when `tiles` says so (see [`VaeTiles`]).
+    ///
+    /// Fails only for blended tiles of a bad size.
+    pub fn decode_latent(&self, latent: &Latent, tiles: Option<VaeTiles>) -> Result<Tensor<4>> {
         let z = latent.0.clone().div_scalar(LATENT_SCALE);
-        match tile {
-            Some(tile) => self.decode_tiled(z, tile, None),
+        Ok(match tiles {
+            Some(VaeTiles::Synced(tile)) => self.decode_tiled(z, tile, None),
+            Some(VaeTiles::Blended { tile, stride }) => self.decode_blended(z, tile, stride)?,
             None => self.decode(z),
-        }
+        })
     }
+}
+
+/// How [`AutoencoderKl::encode_latent`] and [`AutoencoderKl::decode_latent`] split the work,
+/// in the network's input units (pixels when encoding, latent pixels when decoding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaeTiles {
+    /// The reference's Tiled VAE with tiles of this side, GroupNorm statistics merged across
+    /// tiles ([`AutoencoderKl::encode_tiled`], [`AutoencoderKl::decode_tiled`]).
+    Synced(usize),
+    /// v2's independent tiles blended with Gaussian weights, in bounded memory
+    /// ([`AutoencoderKl::encode_blended`], [`AutoencoderKl::decode_blended`]).
+    Blended {
+        /// Tile side.
+        tile: usize,
+        /// Distance between tile starts.
+        stride: usize,
+    },
 }
 
 /// The VAE inside an SD 2.x checkpoint (`first_stage_model.*`). Its keys mirror the module.
@@ -578,9 +599,12 @@ mod tests {
         let device = Device::flex();
         let vae = VaeConfig::tiny().init(&device);
         let x = Tensor::<4>::random([1, 3, 32, 48], Distribution::Uniform(-1.0, 1.0), &device);
-        let latent = vae.encode_latent(x, None, None);
+        let latent = vae.encode_latent(x, None, None).unwrap();
         assert_eq!(latent.0.dims(), [1, 4, 4, 6]);
-        assert_eq!(vae.decode_latent(&latent, None).dims(), [1, 3, 32, 48]);
+        assert_eq!(
+            vae.decode_latent(&latent, None).unwrap().dims(),
+            [1, 3, 32, 48]
+        );
     }
 
     #[test]

@@ -10,7 +10,15 @@
 //! untiled one. Tiles advance in lockstep from one GroupNorm to the next; between operations
 //! they can be parked on another device (the host, when computing on a GPU) so that the
 //! compute device holds about one tile. The parked tiles together hold about one full-size
-//! activation, so on the CPU backend tiling bounds nothing: it exists for GPU memory.
+//! activation (more, counting the margins), so on the CPU backend this tiling bounds nothing:
+//! it exists for GPU memory.
+//!
+//! [`encode_blended`](AutoencoderKl::encode_blended) and
+//! [`decode_blended`](AutoencoderKl::decode_blended) are the v2 release's tiling instead
+//! (`XPixelGroup/DiffBIR@9fb2107`, `vae_encode_tiled`/`vae_decode_tiled`): every tile runs the
+//! whole network on its own and the overlapping outputs are blended with Gaussian weights.
+//! Tiles are normalised independently, so the result differs more from the untiled one, but
+//! memory is bounded on every backend: one tile's activations plus the output.
 //!
 //! As in the reference, attention layers inside the resolution levels (`attn_resolutions`,
 //! empty for SD) are not part of the tiled network.
@@ -22,6 +30,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::vae::{AttnBlock, AutoencoderKl, Decoder, DiagonalGaussian, Encoder, Mid, ResnetBlock};
 use diffbir_core::resize::upsample_nearest2x;
+use diffbir_core::tiling::{TileScale, TileSpec, tiled_apply};
+use diffbir_core::{Error, Result};
 
 /// Margin of encoder tiles, in pixels.
 pub const ENCODER_PAD: usize = 32;
@@ -323,6 +333,76 @@ impl AutoencoderKl {
             })
         }
     }
+}
+
+impl AutoencoderKl {
+    /// The posterior of an image, encoded in independent `tile × tile` pixel tiles `stride`
+    /// pixels apart whose moments are blended with Gaussian weights (v2's tiled encoding;
+    /// see the [module documentation](self)). Images smaller than a tile are encoded whole.
+    ///
+    /// Fails unless `tile` and `stride` are positive multiples of 8.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, 3, H, W]` in `[-1, 1]`, `H` and `W` multiples of 8
+    pub fn encode_blended(
+        &self,
+        x: Tensor<4>,
+        tile: usize,
+        stride: usize,
+    ) -> Result<DiagonalGaussian> {
+        check_blend("encoder", tile, stride, 8)?;
+        let [_, _, h, w] = x.dims();
+        let moments = |x: Tensor<4>| self.quant_conv.forward(self.encoder.forward(x));
+        let moments = if h < tile || w < tile {
+            moments(x)
+        } else {
+            let spec = TileSpec {
+                size: tile,
+                stride,
+                scale: TileScale::Down(8),
+            };
+            tiled_apply(x, spec, |t, _| moments(t))?
+        };
+        Ok(DiagonalGaussian::from_moments(moments))
+    }
+
+    /// Decodes an (unscaled) latent in independent `tile × tile` latent tiles `stride`
+    /// latents apart, blending the images with Gaussian weights (v2's tiled decoding; see the
+    /// [module documentation](self)). Latents smaller than a tile are decoded whole.
+    ///
+    /// Fails unless `tile` and `stride` are positive.
+    ///
+    /// # Shapes
+    /// - `z`: `[B, embed_dim, h, w]`; returns `[B, 3, 8h, 8w]`
+    pub fn decode_blended(&self, z: Tensor<4>, tile: usize, stride: usize) -> Result<Tensor<4>> {
+        check_blend("decoder", tile, stride, 1)?;
+        let [_, _, h, w] = z.dims();
+        if h < tile || w < tile {
+            return Ok(self.decode(z));
+        }
+        let spec = TileSpec {
+            size: tile,
+            stride,
+            scale: TileScale::Up(8),
+        };
+        tiled_apply(z, spec, |t, _| self.decode(t))
+    }
+}
+
+fn check_blend(what: &str, tile: usize, stride: usize, multiple: usize) -> Result<()> {
+    if tile == 0
+        || stride == 0
+        || !tile.is_multiple_of(multiple)
+        || !stride.is_multiple_of(multiple)
+    {
+        return Err(Error::InvalidArgument {
+            what: format!("blended VAE {what} tiles"),
+            reason: format!(
+                "tile {tile} and stride {stride} must be positive multiples of {multiple}"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The tile boxes as a `[N, 4]` table (for reports and tests).

@@ -97,7 +97,7 @@ pub trait GuidanceSpace {
     ///
     /// # Shapes
     /// - `image`: `[B, 3, H, W]` in `[-1, 1]`; returns `[B, C, H/f, W/f]`
-    fn encode(&self, image: Tensor<4>, noise: &mut NoiseSource) -> Tensor<4>;
+    fn encode(&self, image: Tensor<4>, noise: &mut NoiseSource) -> Result<Tensor<4>>;
 
     /// The image of a scaled latent (`ControlLDM.vae_decode`: divide by the scale factor, then
     /// decode). Must be made of tensor operations only, so that autodiff can differentiate it
@@ -105,7 +105,7 @@ pub trait GuidanceSpace {
     ///
     /// # Shapes
     /// - `latent`: `[B, C, h, w]`; returns `[B, 3, h·f, w·f]`
-    fn decode(&self, latent: Tensor<4>) -> Tensor<4>;
+    fn decode(&self, latent: Tensor<4>) -> Result<Tensor<4>>;
 }
 
 /// Configuration of [`RestorationGuidance`] (v2's `--g_*` options).
@@ -283,7 +283,7 @@ impl RestorationGuidance {
         for _ in 0..self.config.repeat {
             let (delta, loss) = match self.config.space {
                 GuidanceDomain::Latent => {
-                    let target = space.encode(target.clone(), noise);
+                    let target = space.encode(target.clone(), noise)?;
                     self.loss_gradient(target, pred_x0.clone())?
                 }
                 GuidanceDomain::Rgb => self.rgb_gradient(space, target.clone(), pred_x0.clone())?,
@@ -308,7 +308,7 @@ impl RestorationGuidance {
         pred_x0: Tensor<4>,
     ) -> Result<(Tensor<4>, f64)> {
         let z = pred_x0.detach().autodiff().require_grad();
-        let rgb = space.decode(z.clone());
+        let rgb = space.decode(z.clone())?;
         if !rgb.is_tracked() {
             return Err(Error::Unsupported(
                 "RGB-space guidance: the decoder output does not depend on the latent".into(),
@@ -668,13 +668,13 @@ mod tests {
     struct Linear;
 
     impl GuidanceSpace for Linear {
-        fn encode(&self, image: Tensor<4>, _noise: &mut NoiseSource) -> Tensor<4> {
-            image
+        fn encode(&self, image: Tensor<4>, _noise: &mut NoiseSource) -> Result<Tensor<4>> {
+            Ok(image)
         }
 
-        fn decode(&self, latent: Tensor<4>) -> Tensor<4> {
+        fn decode(&self, latent: Tensor<4>) -> Result<Tensor<4>> {
             let [b, _, h, w] = latent.dims();
-            latent.slice([0..b, 0..3, 0..h, 0..w]).mul_scalar(2.0)
+            Ok(latent.slice([0..b, 0..3, 0..h, 0..w]).mul_scalar(2.0))
         }
     }
 

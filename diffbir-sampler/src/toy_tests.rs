@@ -305,12 +305,16 @@ fn the_observer_sees_every_step_and_can_stop() {
 struct Identity;
 
 impl crate::GuidanceSpace for Identity {
-    fn encode(&self, image: Tensor<4>, _noise: &mut NoiseSource) -> Tensor<4> {
-        image
+    fn encode(
+        &self,
+        image: Tensor<4>,
+        _noise: &mut NoiseSource,
+    ) -> diffbir_core::Result<Tensor<4>> {
+        Ok(image)
     }
 
-    fn decode(&self, latent: Tensor<4>) -> Tensor<4> {
-        latent
+    fn decode(&self, latent: Tensor<4>) -> diffbir_core::Result<Tensor<4>> {
+        Ok(latent)
     }
 }
 

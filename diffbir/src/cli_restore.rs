@@ -20,6 +20,7 @@ use diffbir::sampler::{
     GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig, SampleObserver, SamplerConfig,
     SamplerOptions, StartPoint, StepInfo,
 };
+use diffbir::stage2::VaeTiling;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{HubArgs, Progress};
@@ -82,6 +83,11 @@ pub struct RestoreArgs {
     vae_decoder_tiled: bool,
     #[arg(long, default_value_t = 256)]
     vae_decoder_tile_size: usize,
+    /// How VAE tiles are processed: synced (the reference's; GroupNorm statistics shared by
+    /// all tiles, which all stay in memory) or blended (v2's; independent tiles blended with
+    /// Gaussian weights, memory bounded by one tile).
+    #[arg(long, default_value = "synced")]
+    vae_tiling: String,
     /// Diffuse in tiles (mixture of diffusers).
     #[arg(long)]
     cldm_tiled: bool,
@@ -248,6 +254,11 @@ impl RestoreArgs {
         }
         stage2.vae_encoder_tile = self.vae_encoder_tiled.then_some(self.vae_encoder_tile_size);
         stage2.vae_decoder_tile = self.vae_decoder_tiled.then_some(self.vae_decoder_tile_size);
+        stage2.vae_tiling = match self.vae_tiling.as_str() {
+            "synced" => VaeTiling::Synced,
+            "blended" => VaeTiling::Blended,
+            other => bail!("unknown VAE tiling `{other}`: use synced or blended"),
+        };
         stage2.cldm_tile = self
             .cldm_tiled
             .then_some((self.cldm_tile_size, self.cldm_tile_stride));
@@ -450,6 +461,16 @@ fn prepare(
 /// The checkpoint files: explicit options first, else the official files through the hub
 /// (--weights-dir folders, the cache, or a download).
 fn weight_files(args: &RestoreArgs, config: &PipelineConfig) -> Result<WeightFiles> {
+    // A mistyped path is reported before any official file is downloaded.
+    for (option, path) in [
+        ("--stage1-ckpt", &args.stage1_ckpt),
+        ("--sd-ckpt", &args.sd_ckpt),
+        ("--controlnet-ckpt", &args.controlnet_ckpt),
+    ] {
+        if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
+            bail!("{option} {}: no such file", path.display());
+        }
+    }
     let hub = args.hub.hub()?;
     let names = OfficialFiles::of(config.task, config.version);
     let mut progress = Progress::default();

@@ -33,7 +33,7 @@ use diffbir_sampler::{
 use image::DynamicImage;
 use serde::{Deserialize, Serialize};
 
-use crate::stage2::{Stage2, Stage2Options};
+use crate::stage2::{Stage2, Stage2Options, VaeTiling};
 
 /// What to restore (`--task`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +201,7 @@ impl PipelineConfig {
                 neg_prompt: neg.into(),
                 vae_encoder_tile: None,
                 vae_decoder_tile: None,
+                vae_tiling: VaeTiling::Synced,
                 cldm_tile: None,
                 guidance: None,
             },

@@ -7,7 +7,7 @@ use diffbir_controlnet::{ControlCond, ControlDenoiser, ControlLdm};
 use diffbir_core::resize::pad_to_multiples_of;
 use diffbir_core::{Error, NoiseSource, Result};
 use diffbir_ldm::clip::{ClipTextEncoder, ClipTokenizer};
-use diffbir_ldm::vae::{AutoencoderKl, Latent};
+use diffbir_ldm::vae::{AutoencoderKl, Latent, VaeTiles};
 use diffbir_sampler::{
     ClassifierFree, Denoiser, GuidanceSpace, GuidedCond, NoiseSchedule, RestorationGuidanceConfig,
     SampleObserver, Sampler, SamplerConfig, SpacedGuidance, StartPoint, Tiled, noise_augment,
@@ -51,12 +51,50 @@ pub struct Stage2Options {
     pub vae_encoder_tile: Option<usize>,
     /// Tiled VAE decoding with this tile side in pixels (`--vae_decoder_tile_size`).
     pub vae_decoder_tile: Option<usize>,
+    /// How the VAE tiles are processed.
+    pub vae_tiling: VaeTiling,
     /// Tiled diffusion with this tile side and stride in pixels (`--cldm_tile_size`,
     /// `--cldm_tile_stride`).
     pub cldm_tile: Option<(usize, usize)>,
     /// Restoration guidance towards the stage-1 result (`--guidance`, `--g_*`); the `spaced`
     /// sampler only, untiled.
     pub guidance: Option<RestorationGuidanceConfig>,
+}
+
+/// How tiled VAE encoding and decoding process their tiles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VaeTiling {
+    /// The reference's Tiled VAE (v2.1): GroupNorm statistics merged across tiles, closest
+    /// to the untiled result; all tiles stay in memory between GroupNorms.
+    #[default]
+    Synced,
+    /// v2's tiling: independent tiles half a tile apart, blended with Gaussian weights;
+    /// memory bounded by one tile and the output on every backend.
+    Blended,
+}
+
+impl VaeTiling {
+    /// The encoder's tiles for a tile side in pixels.
+    fn encoder(self, tile: usize) -> VaeTiles {
+        match self {
+            Self::Synced => VaeTiles::Synced(tile),
+            Self::Blended => VaeTiles::Blended {
+                tile,
+                stride: (tile / 2 / 8 * 8).max(8),
+            },
+        }
+    }
+
+    /// The decoder's tiles for a tile side in pixels.
+    fn decoder(self, tile: usize) -> VaeTiles {
+        match self {
+            Self::Synced => VaeTiles::Synced(tile / 8),
+            Self::Blended => VaeTiles::Blended {
+                tile: tile / 8,
+                stride: (tile / 16).max(1),
+            },
+        }
+    }
 }
 
 impl Stage2Options {
@@ -146,9 +184,14 @@ impl Stage2 {
         };
         let (image, _) = pad_to_multiples_of(cond_img, multiple)?;
         let [_, _, hp, wp] = image.dims();
-        let encoder_tile = encoder_tile.filter(|t| hp >= *t && wp >= *t);
+        let encoder_tiles = encoder_tile
+            .filter(|t| hp >= *t && wp >= *t)
+            .map(|t| options.vae_tiling.encoder(t));
         let image = image.mul_scalar(2.0).sub_scalar(1.0);
-        let c_img = self.vae.encode_latent(image.clone(), encoder_tile, None).0;
+        let c_img = self
+            .vae
+            .encode_latent(image.clone(), encoder_tiles, None)?
+            .0;
         let [_, _, h1, w1] = c_img.dims();
         let c_img = if options.cldm_tile.is_none() {
             pad_to_multiples_of(c_img, 8)?.0
@@ -215,11 +258,11 @@ impl Stage2 {
         };
         let [_, c, _, _] = z.dims();
         let z = z.slice([0..b, 0..c, 0..h1, 0..w1]);
-        let decoder_tile = options
+        let decoder_tiles = options
             .vae_decoder_tile
-            .map(|t| t / 8)
-            .filter(|t| h1 >= *t && w1 >= *t);
-        let x = self.vae.decode_latent(&Latent(z), decoder_tile);
+            .filter(|t| h1 >= t / 8 && w1 >= t / 8)
+            .map(|t| options.vae_tiling.decoder(t));
+        let x = self.vae.decode_latent(&Latent(z), decoder_tiles)?;
         Ok(x.slice([0..b, 0..3, 0..h0, 0..w0]))
     }
 }
@@ -245,11 +288,11 @@ fn run<D: Denoiser<Cond = GuidedCond<ControlCond>>>(
 pub struct VaeGuidance<'a>(pub &'a AutoencoderKl);
 
 impl GuidanceSpace for VaeGuidance<'_> {
-    fn encode(&self, image: Tensor<4>, noise: &mut NoiseSource) -> Tensor<4> {
-        self.0.encode_latent(image, None, Some(noise)).0
+    fn encode(&self, image: Tensor<4>, noise: &mut NoiseSource) -> Result<Tensor<4>> {
+        Ok(self.0.encode_latent(image, None, Some(noise))?.0)
     }
 
-    fn decode(&self, latent: Tensor<4>) -> Tensor<4> {
+    fn decode(&self, latent: Tensor<4>) -> Result<Tensor<4>> {
         self.0.decode_latent(&Latent(latent), None)
     }
 }

@@ -12,7 +12,7 @@ use diffbir::core::{Checkpoint, load_into};
 use diffbir::ldm::clip::{CLIP_EMBEDDER_KEYS, CLIP_SD21_KEYS};
 use diffbir::ldm::sd::StableDiffusionConfig;
 use diffbir::ldm::unet::{Control, SD_UNET_KEYS, UNET_KEYS, UnetConfig};
-use diffbir::ldm::vae::{Latent, SD_VAE_KEYS, VAE_KEYS, VaeConfig};
+use diffbir::ldm::vae::{Latent, SD_VAE_KEYS, VAE_KEYS, VaeConfig, VaeTiles};
 use diffbir::ldm::vae_tiled::{DECODER_PAD, ENCODER_PAD, VaeTile, split_tiles};
 
 use super::{Case, Outputs, weights};
@@ -206,7 +206,7 @@ pub fn vae_tiled(case: &Case, device: &Device) -> Result<Outputs> {
         check_boxes("/result/decoder_tiles/output_bboxes_xxyy", &tiles)?;
         out.tensor(
             "output.decoded_tiled",
-            vae.decode_latent(&Latent(z), Some(tile)),
+            vae.decode_latent(&Latent(z), Some(VaeTiles::Synced(tile)))?,
         );
     } else {
         let tile = case.usize_field("/encoder_tile_size")?;
@@ -217,11 +217,12 @@ pub fn vae_tiled(case: &Case, device: &Device) -> Result<Outputs> {
         check_boxes("/result/encoder_tiles/output_bboxes_xxyy", &tiles)?;
         out.tensor(
             "output.latent_tiled",
-            vae.encode_latent(image.clone(), Some(tile), None).0,
+            vae.encode_latent(image.clone(), Some(VaeTiles::Synced(tile)), None)?
+                .0,
         );
         out.tensor(
             "output.latent_untiled",
-            vae.encode_latent(image, None, None).0,
+            vae.encode_latent(image, None, None)?.0,
         );
     }
     Ok(out)

@@ -6,7 +6,7 @@ use diffbir::core::NoiseSource;
 use diffbir::ldm::clip::CLIP_EMBEDDER_KEYS;
 use diffbir::ldm::vae::{VAE_KEYS, VaeConfig};
 use diffbir::sampler::{SamplerConfig, StartPoint};
-use diffbir::stage2::{Stage2, Stage2Options};
+use diffbir::stage2::{Stage2, Stage2Options, VaeTiling};
 use serde_json::Value;
 
 use super::{Case, Outputs, clip, ldm, sampler, weights};
@@ -65,6 +65,7 @@ pub fn apply_cldm(case: &Case, device: &Device) -> Result<Outputs> {
             .then(|| num("vae_decoder_tile_size"))
             .transpose()?
             .map(|v| v as usize),
+        vae_tiling: VaeTiling::Synced,
         cldm_tile: if flag("cldm_tiled") {
             Some((
                 num("cldm_tile_size")? as usize,

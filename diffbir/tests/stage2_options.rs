@@ -1,5 +1,5 @@
-//! Restoration guidance through stage 2 (the fixtures' tiny networks) and its settings on the
-//! command line.
+//! Stage-2 options with the fixtures' tiny networks: restoration guidance and VAE tiling, and
+//! their settings on the command line.
 
 #[path = "../../testing/fixtures.rs"]
 mod fixtures;
@@ -16,7 +16,7 @@ use diffbir::rm::{Stage1Config, SwinIrConfig};
 use diffbir::sampler::{
     GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig, SamplerConfig, SamplerOptions,
 };
-use diffbir::stage2::Stage2Options;
+use diffbir::stage2::{Stage2Options, VaeTiling};
 
 /// A v2 pipeline (spaced sampler) with the fixtures' tiny networks.
 fn tiny_pipeline() -> Pipeline {
@@ -109,7 +109,27 @@ fn guidance_is_refused_where_the_original_has_none() {
 }
 
 #[test]
-fn the_command_line_checks_guidance_settings_before_loading_models() {
+fn both_vae_tilings_restore_the_full_image() {
+    let pipeline = tiny_pipeline();
+    let mut options = pipeline.config().stage2.clone();
+    let untiled = run(&pipeline, &options).unwrap();
+    options.vae_encoder_tile = Some(32);
+    options.vae_decoder_tile = Some(32);
+    let mut results = Vec::new();
+    for tiling in [VaeTiling::Synced, VaeTiling::Blended] {
+        options.vae_tiling = tiling;
+        let x = run(&pipeline, &options).unwrap();
+        assert_eq!(x.dims(), untiled.dims());
+        let finite: bool = x.clone().is_finite().all().into_scalar();
+        assert!(finite, "{tiling:?}");
+        results.push(x);
+    }
+    // Different algorithms, different (valid) results.
+    assert!(max_abs_diff(&results[0], &results[1]) > 1e-4);
+}
+
+#[test]
+fn the_command_line_checks_stage2_settings_before_loading_models() {
     let dir = tempfile::tempdir().unwrap();
     let photo = fixtures::fixtures().join("../images/demo/bsr/49.jpg");
     let out = dir.path().join("out");
@@ -131,6 +151,7 @@ fn the_command_line_checks_guidance_settings_before_loading_models() {
             vec!["--guidance", "--version", "v2", "--cldm-tiled"],
             "tiled",
         ),
+        (vec!["--vae-tiling", "mosaic"], "mosaic"),
     ] {
         let out_dir = out.to_str().unwrap();
         let mut args = vec!["restore", "--input", photo.to_str().unwrap()];

@@ -1,17 +1,25 @@
 //! Stage-2 networks at their official sizes (random weights): the VAE on 512×512 images, the
-//! UNet and one full ControlLdm step (IRControlNet + UNet) on a 64×64 latent, and the text
-//! encoder on two prompts.
+//! UNet, the IRControlNet alone and one full ControlLdm step (IRControlNet + UNet) on a 64×64
+//! latent, and the text encoder on two prompts. One sampler step with classifier-free guidance
+//! is timed both ways: as one batch-2 call (`controlldm/64x64/b2`) and as the samplers run it,
+//! two batch-1 calls combined by `ClassifierFree` (`cfg_step/64x64/2xb1`). The 2048² tiled VAE
+//! decode is in the `stage2_large` bench.
 //!
 //! Reference PyTorch CPU times (2 threads, fp32) from the project's performance baseline:
 //! VAE encode 8.25 s, VAE decode 17.2 s, ControlNet+UNet 7.12 s (batch 1) and 12.9 s
-//! (batch 2), text encoder on 2 prompts 0.65 s.
+//! (batch 2), ControlNet alone 1.66 s (b1) and 3.76 s (b2), one step as the original runs it
+//! (two batch-1 calls) 14.2 s, text encoder on 2 prompts 0.65 s. `cargo xtask bench
+//! --compare-torch` times PyTorch on the same shapes.
 
 use std::time::Duration;
 
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use criterion::{Criterion, criterion_group, criterion_main};
+use diffbir::sampler::{ClassifierFree, Denoiser, GuidedCond, ModelTimesteps, Parameterization};
 use diffbir_benches::bench_device;
-use diffbir_controlnet::{ControlLdm, controlnet_sd21, init_controlnet};
+use diffbir_controlnet::{
+    ControlCond, ControlDenoiser, ControlLdm, controlnet_sd21, init_controlnet,
+};
 use diffbir_ldm::clip::ClipTextConfig;
 use diffbir_ldm::unet::Control;
 use diffbir_ldm::{UnetConfig, VaeConfig};
@@ -59,6 +67,15 @@ fn denoiser(c: &mut Criterion) {
                     .into_data()
             })
         });
+        g.bench_function(format!("controlnet/64x64/b{batch}/{name}"), |b| {
+            b.iter(|| {
+                cldm.controlnet
+                    .forward(x.clone(), hint.clone(), t.clone(), &ctx)
+                    .into_iter()
+                    .map(|r| r.into_data())
+                    .collect::<Vec<_>>()
+            })
+        });
         g.bench_function(format!("controlldm/64x64/b{batch}/{name}"), |b| {
             b.iter(|| {
                 cldm.forward(x.clone(), t.clone(), &ctx, hint.clone(), &[1.0; 13])
@@ -66,6 +83,33 @@ fn denoiser(c: &mut Criterion) {
             })
         });
     }
+    // One guided step as the samplers evaluate it: conditional and unconditional branch as two
+    // batch-1 calls (same condition latent, different text), combined with scale 6.
+    let guided = ClassifierFree::new(
+        ControlDenoiser {
+            cldm: &cldm,
+            strength: 1.0,
+            parameterization: Parameterization::V,
+        },
+        6.0,
+    );
+    let x = Tensor::<4>::random([1, 4, 64, 64], Distribution::Default, &device);
+    let c_img = Tensor::<4>::random([1, 4, 64, 64], Distribution::Default, &device);
+    let text = || Tensor::<3>::random([1, 77, 1024], Distribution::Default, &device);
+    let cond = GuidedCond {
+        cond: ControlCond {
+            c_txt: text(),
+            c_img: c_img.clone(),
+        },
+        uncond: Some(ControlCond {
+            c_txt: text(),
+            c_img,
+        }),
+    };
+    let t = ModelTimesteps::new(500.0, 1);
+    g.bench_function(format!("cfg_step/64x64/2xb1/{name}"), |b| {
+        b.iter(|| guided.predict(x.clone(), &t, &cond).into_data())
+    });
     g.finish();
 }
 

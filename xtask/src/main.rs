@@ -32,19 +32,9 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
-    /// Time every network once at its official size (random weights); `benches/` has the
-    /// criterion benches.
-    Bench {
-        /// Device to run on: cpu, wgpu, vulkan, cuda, cuda:N.
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// Timed runs per component (after one warm-up run); the fastest is reported.
-        #[arg(long, default_value_t = 1)]
-        runs: usize,
-        /// Only components whose name contains this text.
-        #[arg(long, default_value = "")]
-        only: String,
-    },
+    /// Time every network at its official size (random weights), optionally side by side with
+    /// PyTorch; `benches/` has the criterion benches, docs/benchmarks.md the details.
+    Bench(xtask::bench::BenchArgs),
     /// Write a random-weight checkpoint with every tensor of a key manifest, in the on-disk
     /// layout of an official file.
     FakeCheckpoint {
@@ -90,14 +80,7 @@ fn main() -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Bench { device, runs, only } => {
-            let spec = device.parse::<DeviceSpec>()?;
-            let device = spec.device()?;
-            xtask::bench::run(&device, runs, &only, |t| {
-                println!("{:<28} {:>9.3} s  ({spec})", t.name, t.best.as_secs_f64());
-            });
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Bench(args) => xtask::bench::main(args),
         Command::FakeCheckpoint {
             manifest,
             layout,

@@ -1,0 +1,190 @@
+//! What both trainers share: run options, progress events, the JSON-lines log, image grids
+//! and the checkpoint bookkeeping.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::state::{latest_state, remove_partial_files};
+
+/// Where and how long to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Output folder: `log.jsonl`, `checkpoints/`, `images/`, `final.safetensors`.
+    pub out: PathBuf,
+    /// Total steps, overriding the config's `train_steps`.
+    pub steps: Option<u64>,
+    /// Continue from the latest state in `out/checkpoints` (a fresh start when there is
+    /// none). Without it, an output folder that already holds checkpoints is refused.
+    pub resume: bool,
+}
+
+/// Stage-1 validation results (means over the held-out images).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Validation {
+    /// Step the weights had reached.
+    pub step: u64,
+    /// Sum-of-squares loss per batch, averaged over batches (the reference's `val/loss`).
+    pub loss: f64,
+    /// PSNR in dB of the clamped prediction.
+    pub psnr: f64,
+    /// SSIM of the clamped prediction.
+    pub ssim: f64,
+}
+
+/// Progress of a run, for a progress bar or a log.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// The run starts at `start` (0, or the step of the state it resumes) and ends at `end`.
+    Started {
+        /// First step to run.
+        start: u64,
+        /// Step count at the end.
+        end: u64,
+        /// The state file resumed from.
+        resumed_from: Option<PathBuf>,
+    },
+    /// One optimisation step finished.
+    Step {
+        /// Steps done.
+        step: u64,
+        /// Its loss.
+        loss: f64,
+    },
+    /// A validation finished.
+    Validated(Validation),
+    /// A checkpoint was written.
+    Checkpoint {
+        /// Steps done.
+        step: u64,
+        /// The state file.
+        path: PathBuf,
+    },
+    /// Sample images were written.
+    Images {
+        /// Steps done.
+        step: u64,
+        /// The image file.
+        path: PathBuf,
+    },
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// First step run (0 for a fresh run).
+    pub start: u64,
+    /// Steps done at the end.
+    pub end: u64,
+    /// The loss of every step run, in order.
+    pub losses: Vec<f64>,
+    /// Optimisation steps per second (data waits included, validation and checkpoints not).
+    pub steps_per_sec: f64,
+    /// Validations run, in order (a fresh stage-1 run validates once before training).
+    pub validations: Vec<Validation>,
+    /// `out/final.safetensors`.
+    pub weights: PathBuf,
+}
+
+/// The run folder: log file and checkpoint folder.
+#[derive(Debug)]
+pub(crate) struct RunDir {
+    pub out: PathBuf,
+    pub checkpoints: PathBuf,
+    log: File,
+}
+
+impl RunDir {
+    /// Creates the folders, cleans interrupted writes and finds the state to resume.
+    pub fn open(options: &RunOptions) -> Result<(Self, Option<(u64, PathBuf)>)> {
+        let out = options.out.clone();
+        let checkpoints = out.join("checkpoints");
+        std::fs::create_dir_all(&checkpoints).map_err(|e| Error::io(&checkpoints, e))?;
+        remove_partial_files(&checkpoints)?;
+        let latest = latest_state(&checkpoints)?;
+        if latest.is_some() && !options.resume {
+            return Err(Error::Checkpoint {
+                path: checkpoints,
+                reason: "this run folder already has checkpoints: pass --resume to continue it, \
+                         or choose another output folder"
+                    .into(),
+            });
+        }
+        let log_path = out.join("log.jsonl");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Error::io(&log_path, e))?;
+        Ok((
+            Self {
+                out,
+                checkpoints,
+                log,
+            },
+            latest.filter(|_| options.resume),
+        ))
+    }
+
+    /// Appends one JSON line to `log.jsonl`.
+    pub fn log(&mut self, value: Value) -> Result<()> {
+        let path = self.out.join("log.jsonl");
+        writeln!(self.log, "{value}").map_err(|e| Error::io(&path, e))?;
+        self.log.flush().map_err(|e| Error::io(&path, e))
+    }
+
+    /// Logs a validation.
+    pub fn log_validation(&mut self, stage: &str, v: &Validation) -> Result<()> {
+        self.log(json!({
+            "stage": stage, "step": v.step, "val/loss": v.loss, "val/psnr": v.psnr,
+            "val/ssim": v.ssim,
+        }))
+    }
+
+    /// `out/images/NNNNNNN.png`.
+    pub fn image_path(&self, step: u64) -> Result<PathBuf> {
+        let dir = self.out.join("images");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(dir.join(format!("{step:07}.png")))
+    }
+}
+
+/// Whether a periodic action is due after `step` steps (`every = 0` means never).
+pub(crate) fn due(step: u64, every: u64) -> bool {
+    every > 0 && step.is_multiple_of(every)
+}
+
+/// A grid with one row per given image set and up to `columns` samples per row.
+///
+/// Each set is `[B, 3, S, S]` in `[0, 1]` (clamped here).
+pub(crate) fn save_grid(path: &Path, rows: &[&[f32]], size: usize, columns: usize) -> Result<()> {
+    let per = 3 * size * size;
+    let cols = rows
+        .iter()
+        .map(|r| r.len() / per)
+        .min()
+        .unwrap_or(0)
+        .min(columns)
+        .max(1);
+    let mut grid = RgbImage::new((cols * size) as u32, (rows.len() * size) as u32);
+    for (r, set) in rows.iter().enumerate() {
+        for c in 0..cols.min(set.len() / per) {
+            let img = &set[c * per..(c + 1) * per];
+            for y in 0..size {
+                for x in 0..size {
+                    let px = [0, 1, 2].map(|ch| {
+                        diffbir_core::image::quantize_u8(img[ch * size * size + y * size + x])
+                    });
+                    grid.put_pixel((c * size + x) as u32, (r * size + y) as u32, image::Rgb(px));
+                }
+            }
+        }
+    }
+    diffbir_core::image::save_image(path, &image::DynamicImage::ImageRgb8(grid))?;
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! The stage-1 trainer (`train_stage1.py`, spec §9.1): a restorer (SwinIR by default, any
+//! [`Stage1`] network) trained on CodeFormer-degraded pairs with the sum-reduced MSE,
+//! `AdamW(lr, weight_decay 0, betas (0.9, 0.999), eps 1e-8)`, a constant learning rate and
+//! no EMA, gradient clipping or accumulation.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use diffbir_core::device::parse_device;
+use diffbir_core::{Checkpoint, load_into};
+use diffbir_rm::{Restorer, Stage1};
+use serde_json::json;
+
+use crate::config::{Stage1TrainConfig, TrainConfig};
+use crate::data::{Batch, CodeformerDataset, Loader, validation_batches};
+use crate::error::{Error, Result};
+use crate::metrics::{psnr, ssim};
+use crate::optim::{AdamW, AdamWConfig, frozen, trainable};
+use crate::run::{Event, RunDir, RunOptions, Summary, Validation, due, save_grid};
+use crate::state::{
+    TrainState, load_state, module_tensors, official_tensors, save_state, state_path, weights_path,
+    write_safetensors,
+};
+
+/// The stage tag stored in stage-1 states.
+pub const STAGE1: &str = "stage1";
+
+fn to_tensor(values: &[f32], b: usize, size: usize, device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [b, 3, size, size]), device)
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    t.inner()
+        .into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .map(|v| v[0])
+        .unwrap_or(f64::NAN)
+}
+
+/// Sum-reduced squared error, as `F.mse_loss(pred, gt, reduction="sum")`.
+///
+/// # Shapes
+/// - `pred`, `gt`: `[B, 3, H, W]`
+/// - returns `[1]`
+pub fn sum_mse(pred: Tensor<4>, gt: Tensor<4>) -> Tensor<1> {
+    (pred - gt).powi_scalar(2).sum()
+}
+
+/// Runs the network on the held-out batches and averages loss, PSNR and SSIM.
+pub fn validate(model: &Stage1, batches: &[Batch], device: &Device, step: u64) -> Validation {
+    let (mut loss, mut p, mut s, mut n) = (0.0, 0.0, 0.0, 0usize);
+    for batch in batches {
+        let b = batch.len();
+        let size = batch.size;
+        let pred = model.restore(to_tensor(&batch.lq, b, size, device));
+        loss += scalar(sum_mse(pred.clone(), to_tensor(&batch.gt, b, size, device)));
+        let pred: Vec<f32> = pred
+            .clamp(0.0, 1.0)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
+        let per = 3 * size * size;
+        for i in 0..b {
+            let (x, y) = (
+                &pred[i * per..(i + 1) * per],
+                &batch.gt[i * per..(i + 1) * per],
+            );
+            p += psnr(x, y);
+            s += ssim(x, y, 3, size, size);
+            n += 1;
+        }
+    }
+    Validation {
+        step,
+        loss: loss / batches.len().max(1) as f64,
+        psnr: p / n.max(1) as f64,
+        ssim: s / n.max(1) as f64,
+    }
+}
+
+/// Trains stage 1 as configured, writing into `options.out`; `observer` sees every event.
+pub fn train_stage1(
+    config: &Stage1TrainConfig,
+    options: &RunOptions,
+    observer: &mut dyn FnMut(&Event),
+) -> Result<Summary> {
+    config.validate()?;
+    let t = &config.train;
+    let device = parse_device(&t.device)?;
+    let end = options.steps.unwrap_or(t.train_steps);
+    let config_text = config.to_toml()?;
+    let (mut dir, latest) = RunDir::open(options)?;
+
+    let train_set = Arc::new(CodeformerDataset::new(&config.dataset.train, 0.5)?);
+    if train_set.len() < t.batch_size {
+        return Err(Error::field(
+            "train.batch_size",
+            format!(
+                "{} is larger than the {} training images",
+                t.batch_size,
+                train_set.len()
+            ),
+        ));
+    }
+    let val = match (&config.dataset.val, t.val_every) {
+        (Some(v), every) if every > 0 => Some(validation_batches(
+            &CodeformerDataset::new(v, 0.5)?,
+            t.batch_size,
+            t.seed,
+        )?),
+        _ => None,
+    };
+
+    let mut optim = AdamW::new(AdamWConfig::new(t.learning_rate).with_weight_decay(t.weight_decay));
+    let (model, start, resumed_from) = match latest {
+        Some((_, path)) => {
+            let state = load_state(&path)?;
+            check_compatible(&state, config, &path)?;
+            let mut model = config.model.init(&device)?;
+            crate::state::apply_tensors(&mut model, state.model, &path)?;
+            optim
+                .load_state(state.optimizer_step, state.optimizer, &device)
+                .map_err(|reason| Error::Checkpoint {
+                    path: path.clone(),
+                    reason,
+                })?;
+            (model, state.step, Some(path))
+        }
+        None => {
+            device.seed(t.seed);
+            let mut model = config.model.init(&device)?;
+            if let Some(weights) = &t.resume {
+                load_into(
+                    &mut model,
+                    &Checkpoint::open(weights)?,
+                    config.model.key_map(),
+                )?;
+            }
+            (model, 0, None)
+        }
+    };
+    let mut model = trainable(model);
+    observer(&Event::Started {
+        start,
+        end,
+        resumed_from: resumed_from.clone(),
+    });
+    dir.log(json!({
+        "stage": STAGE1, "event": "start", "step": start, "end": end,
+        "resumed_from": resumed_from.map(|p| p.display().to_string()),
+    }))?;
+
+    let mut validations = Vec::new();
+    if let Some(batches) = &val
+        && start == 0
+    {
+        let v = validate(&frozen(model.clone()), batches, &device, 0);
+        dir.log_validation(STAGE1, &v)?;
+        observer(&Event::Validated(v));
+        validations.push(v);
+    }
+
+    let mut loader = Loader::spawn(
+        train_set,
+        t.batch_size,
+        t.seed,
+        start,
+        end,
+        t.num_workers,
+        2,
+    );
+    let mut losses = Vec::new();
+    let mut window = Vec::new();
+    let mut train_secs = 0.0;
+    let mut step = start;
+    while step < end {
+        let tick = Instant::now();
+        let batch = loader.next_batch()?;
+        let b = batch.len();
+        let lq = to_tensor(&batch.lq, b, batch.size, &device);
+        let gt = to_tensor(&batch.gt, b, batch.size, &device);
+        let pred = model.restore(lq);
+        let loss = sum_mse(pred.clone(), gt);
+        let mut grads = loss.backward();
+        let loss = scalar(loss);
+        model = optim.step(model, &mut grads);
+        step += 1;
+        train_secs += tick.elapsed().as_secs_f64();
+        losses.push(loss);
+        window.push(loss);
+        observer(&Event::Step { step, loss });
+
+        if due(step, t.log_every) || step == end {
+            let mean = window.iter().sum::<f64>() / window.len() as f64;
+            window.clear();
+            dir.log(json!({
+                "stage": STAGE1, "step": step, "train/loss_step": mean,
+                "lr": t.learning_rate, "steps_per_sec": losses.len() as f64 / train_secs,
+            }))?;
+        }
+        if due(step, t.image_every) || (step == 1 && t.image_every > 0) {
+            let pred: Vec<f32> = pred
+                .inner()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap_or_default();
+            let path = dir.image_path(step)?;
+            save_grid(&path, &[&batch.lq, &pred, &batch.gt], batch.size, 4)?;
+            observer(&Event::Images { step, path });
+        }
+        if let Some(batches) = &val
+            && due(step, t.val_every)
+        {
+            let v = validate(&frozen(model.clone()), batches, &device, step);
+            dir.log_validation(STAGE1, &v)?;
+            observer(&Event::Validated(v));
+            validations.push(v);
+        }
+        if due(step, t.ckpt_every) || step == end {
+            let path = checkpoint(&dir, &model, &optim, config, &config_text, step)?;
+            observer(&Event::Checkpoint { step, path });
+        }
+    }
+    drop(loader);
+
+    let weights = dir.out.join("final.safetensors");
+    write_safetensors(&weights, &official_tensors(&frozen(model))?, None)?;
+    dir.log(json!({"stage": STAGE1, "event": "finished", "step": step}))?;
+    Ok(Summary {
+        start,
+        end: step,
+        steps_per_sec: if train_secs > 0.0 {
+            losses.len() as f64 / train_secs
+        } else {
+            0.0
+        },
+        losses,
+        validations,
+        weights,
+    })
+}
+
+fn checkpoint(
+    dir: &RunDir,
+    model: &Stage1,
+    optim: &AdamW,
+    config: &Stage1TrainConfig,
+    config_text: &str,
+    step: u64,
+) -> Result<std::path::PathBuf> {
+    let inference = frozen(model.clone());
+    write_safetensors(
+        &weights_path(&dir.checkpoints, step),
+        &official_tensors(&inference)?,
+        None,
+    )?;
+    let path = state_path(&dir.checkpoints, step);
+    save_state(
+        &path,
+        &TrainState {
+            stage: STAGE1.into(),
+            step,
+            seed: config.train.seed,
+            config: config_text.to_string(),
+            model: module_tensors(&inference)?,
+            optimizer: optim.state_tensors(),
+            optimizer_step: optim.step_count(),
+        },
+    )?;
+    Ok(path)
+}
+
+/// A state can be resumed only with the same network, data and optimiser settings (the
+/// step count and the periodic actions may change).
+fn check_compatible(
+    state: &TrainState,
+    config: &Stage1TrainConfig,
+    path: &std::path::Path,
+) -> Result<()> {
+    let bad = |reason: String| Error::Checkpoint {
+        path: path.into(),
+        reason,
+    };
+    if state.stage != STAGE1 {
+        return Err(bad(format!(
+            "is a {} state, not a stage-1 one",
+            state.stage
+        )));
+    }
+    let saved: Stage1TrainConfig = toml::from_str(&state.config)
+        .map_err(|e| bad(format!("its stored config does not parse: {e}")))?;
+    let same = |a: &dyn erased::Ser, b: &dyn erased::Ser| a.json() == b.json();
+    let checks: [(&str, bool); 5] = [
+        ("model", same(&saved.model, &config.model)),
+        (
+            "dataset.train",
+            same(&saved.dataset.train, &config.dataset.train),
+        ),
+        ("train.seed", saved.train.seed == config.train.seed),
+        (
+            "train.batch_size",
+            saved.train.batch_size == config.train.batch_size,
+        ),
+        (
+            "train.learning_rate / weight_decay",
+            saved.train.learning_rate == config.train.learning_rate
+                && saved.train.weight_decay == config.train.weight_decay,
+        ),
+    ];
+    for (field, ok) in checks {
+        if !ok {
+            return Err(bad(format!(
+                "was written with another `{field}`; resume with the run's own config"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Comparing configs through their JSON form.
+pub(crate) mod erased {
+    /// Anything serialisable, as JSON.
+    pub trait Ser {
+        /// The JSON text.
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}

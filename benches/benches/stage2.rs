@@ -1,8 +1,9 @@
 //! Stage-2 networks at their official sizes (random weights): the VAE on 512×512 images, the
 //! UNet, the IRControlNet alone and one full ControlLdm step (IRControlNet + UNet) on a 64×64
 //! latent, and the text encoder on two prompts. One sampler step with classifier-free guidance
-//! is timed both ways: as one batch-2 call (`controlldm/64x64/b2`) and as the samplers run it,
-//! two batch-1 calls combined by `ClassifierFree` (`cfg_step/64x64/2xb1`). The 2048² tiled VAE
+//! is timed both ways: as the samplers run it, both branches in one batch-2 call through
+//! `ClassifierFree` (`cfg_step/64x64/b2`), and as the original does, two batch-1 calls
+//! (`cfg_step/64x64/2xb1`). The 2048² tiled VAE
 //! decode is in the `stage2_large` bench.
 //!
 //! Reference PyTorch CPU times (2 threads, fp32) from the project's performance baseline:
@@ -83,16 +84,14 @@ fn denoiser(c: &mut Criterion) {
             })
         });
     }
-    // One guided step as the samplers evaluate it: conditional and unconditional branch as two
-    // batch-1 calls (same condition latent, different text), combined with scale 6.
-    let guided = ClassifierFree::new(
-        ControlDenoiser {
-            cldm: &cldm,
-            strength: 1.0,
-            parameterization: Parameterization::V,
-        },
-        6.0,
-    );
+    // One guided step as the samplers evaluate it (both branches in one batch-2 call), and as
+    // the original does (two batch-1 calls); same condition latent, different text, scale 6.
+    let model = ControlDenoiser {
+        cldm: &cldm,
+        strength: 1.0,
+        parameterization: Parameterization::V,
+    };
+    let guided = ClassifierFree::new(model, 6.0);
     let x = Tensor::<4>::random([1, 4, 64, 64], Distribution::Default, &device);
     let c_img = Tensor::<4>::random([1, 4, 64, 64], Distribution::Default, &device);
     let text = || Tensor::<3>::random([1, 77, 1024], Distribution::Default, &device);
@@ -107,8 +106,16 @@ fn denoiser(c: &mut Criterion) {
         }),
     };
     let t = ModelTimesteps::new(500.0, 1);
-    g.bench_function(format!("cfg_step/64x64/2xb1/{name}"), |b| {
+    g.bench_function(format!("cfg_step/64x64/b2/{name}"), |b| {
         b.iter(|| guided.predict(x.clone(), &t, &cond).into_data())
+    });
+    let uncond = cond.uncond.as_ref().expect("both branches");
+    g.bench_function(format!("cfg_step/64x64/2xb1/{name}"), |b| {
+        b.iter(|| {
+            let c = model.predict(x.clone(), &t, &cond.cond);
+            let u = model.predict(x.clone(), &t, uncond);
+            (u.clone() + (c - u).mul_scalar(6.0)).into_data()
+        })
     });
     g.finish();
 }

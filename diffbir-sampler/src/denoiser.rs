@@ -117,6 +117,25 @@ pub trait Denoiser {
     ) -> Tensor<4> {
         then(self.predict(x_t, t, cond))
     }
+
+    /// Predicts for the same `x_t` under two conditions (the two branches of classifier-free
+    /// guidance). The default makes two calls; a model that runs a doubled batch faster
+    /// overrides it, and must then return what two calls return up to float rounding.
+    ///
+    /// # Shapes
+    /// - `x_t`: `[B, C, H, W]`; returns two `[B, C, H, W]`
+    fn predict_pair(
+        &self,
+        x_t: Tensor<4>,
+        t: &ModelTimesteps,
+        first: &Self::Cond,
+        second: &Self::Cond,
+    ) -> (Tensor<4>, Tensor<4>) {
+        (
+            self.predict(x_t.clone(), t, first),
+            self.predict(x_t, t, second),
+        )
+    }
 }
 
 impl<D: Denoiser + ?Sized> Denoiser for &D {
@@ -138,6 +157,16 @@ impl<D: Denoiser + ?Sized> Denoiser for &D {
         then: &dyn Fn(Tensor<4>) -> Tensor<4>,
     ) -> Tensor<4> {
         (**self).predict_then(x_t, t, cond, then)
+    }
+
+    fn predict_pair(
+        &self,
+        x_t: Tensor<4>,
+        t: &ModelTimesteps,
+        first: &Self::Cond,
+        second: &Self::Cond,
+    ) -> (Tensor<4>, Tensor<4>) {
+        (**self).predict_pair(x_t, t, first, second)
     }
 }
 

@@ -61,7 +61,8 @@ pub struct GuidedCond<C> {
 /// prediction (or on whatever affine map of it a sampler asks for through
 /// [`Denoiser::predict_then`]).
 ///
-/// Only the conditional branch is evaluated when there is no unconditional condition, when the
+/// Both branches go to the model in one [`Denoiser::predict_pair`] call, which a network can
+/// run as one doubled batch. Only the conditional branch is evaluated when there is no unconditional condition, when the
 /// configured scale is 1, or when the scale at this step is exactly 1 (as the spaced and DDIM
 /// samplers do; the reference's EDM samplers then evaluate both branches and combine them with
 /// scale 1, which differs from the conditional branch by at most a rounding).
@@ -113,8 +114,8 @@ impl<D: Denoiser> Denoiser for ClassifierFree<D> {
         let scale = self.rescale.scale_at(self.scale, t.value());
         match &cond.uncond {
             Some(uncond) if self.scale != 1.0 && scale != 1.0 => {
-                let c = then(self.inner.predict(x_t.clone(), t, &cond.cond));
-                let u = then(self.inner.predict(x_t, t, uncond));
+                let (c, u) = self.inner.predict_pair(x_t, t, &cond.cond, uncond);
+                let (c, u) = (then(c), then(u));
                 u.clone() + (c - u).mul_scalar(scale)
             }
             _ => then(self.inner.predict(x_t, t, &cond.cond)),

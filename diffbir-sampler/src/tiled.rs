@@ -97,6 +97,38 @@ where
         })
         .expect("the tile geometry was checked: positive sizes, latent at least one tile")
     }
+
+    /// Both conditions tile by tile, each tile's pair in one inner call; the pair's outputs
+    /// are blended side by side as channels.
+    fn predict_pair(
+        &self,
+        x_t: Tensor<4>,
+        t: &ModelTimesteps,
+        first: &Self::Cond,
+        second: &Self::Cond,
+    ) -> (Tensor<4>, Tensor<4>) {
+        let [_, c, h, w] = x_t.dims();
+        if h < self.size || w < self.size {
+            return self.inner.predict_pair(x_t, t, first, second);
+        }
+        let spec = TileSpec {
+            size: self.size,
+            stride: self.stride,
+            scale: TileScale::Up(1),
+        };
+        let both = tiled_apply(x_t, spec, |tile, bx| {
+            let (a, b) = self
+                .inner
+                .predict_pair(tile, t, &first.crop(bx), &second.crop(bx));
+            Tensor::cat(vec![a, b], 1)
+        })
+        .expect("the tile geometry was checked: positive sizes, latent at least one tile");
+        let [n, _, _, _] = both.dims();
+        (
+            both.clone().slice([0..n, 0..c, 0..h, 0..w]),
+            both.slice([0..n, c..2 * c, 0..h, 0..w]),
+        )
+    }
 }
 
 #[cfg(test)]

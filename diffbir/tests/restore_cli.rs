@@ -1,5 +1,6 @@
 //! `diffbir restore` end to end: real photos (RGB, plus RGBA and gray copies), tiny
-//! random-weight models under the official file names in a --weights-dir, offline.
+//! random-weight models under the official file names in a --weights-dir, offline; and the
+//! bad settings, inputs, outputs and checkpoints that must fail with a clear one-line error.
 
 #[path = "../../testing/fixtures.rs"]
 mod fixtures;
@@ -46,8 +47,15 @@ fn tiny_weights(dir: &Path) -> PathBuf {
 }
 
 fn diffbir(args: &[&str]) -> (i32, String, String) {
+    // The caller's hub settings are ignored, and nothing can be downloaded by accident.
     let out = Command::new(env!("CARGO_BIN_EXE_diffbir"))
         .args(args)
+        .env("DIFFBIR_HUB_ENDPOINT", "http://127.0.0.1:9")
+        .env("DIFFBIR_GITHUB_ENDPOINT", "http://127.0.0.1:9")
+        .env_remove("HF_ENDPOINT")
+        .env_remove("DIFFBIR_WEIGHTS_DIR")
+        .env_remove("DIFFBIR_OFFLINE")
+        .env_remove("HF_HUB_OFFLINE")
         .output()
         .expect("the diffbir binary runs");
     (
@@ -132,6 +140,20 @@ fn bad_settings_fail_before_any_model_is_loaded() {
             vec!["--vae-decoder-tiled", "--vae-decoder-tile-size", "100"],
             "multiple of 8",
         ),
+        (
+            vec!["--vae-encoder-tiled", "--vae-encoder-tile-size", "100"],
+            "multiple of 8",
+        ),
+        (
+            vec![
+                "--cldm-tiled",
+                "--cldm-tile-size",
+                "512",
+                "--cldm-tile-stride",
+                "100",
+            ],
+            "multiple of 8",
+        ),
         (vec!["--upscale", "1000"], "limit"),
         (vec!["--task", "colorize"], "unknown task"),
     ] {
@@ -144,6 +166,11 @@ fn bad_settings_fail_before_any_model_is_loaded() {
             stderr.lines().count() <= 2 && stderr.lines().all(|l| l.starts_with("error: ")),
             "{stderr}"
         );
+        assert!(
+            files_in(&out).is_empty(),
+            "{expected}: {:?}",
+            files_in(&out)
+        );
     }
     let missing = dir.path().join("missing.png");
     let (code, _, stderr) = diffbir(&[
@@ -155,4 +182,158 @@ fn bad_settings_fail_before_any_model_is_loaded() {
     ]);
     assert_eq!(code, 2);
     assert!(stderr.contains("missing.png"), "{stderr}");
+}
+
+/// The files under `dir` (none when it does not exist).
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flat_map(|e| {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                files_in(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+/// Bad inputs, outputs and checkpoints: a clear `error:` line (plus the run's summary when no
+/// input is left), a non-zero exit, no panic, and no file written.
+#[test]
+fn bad_inputs_outputs_and_checkpoints_fail_cleanly_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let weights = tiny_weights(d);
+    let fixtures = shared().join("fixtures");
+    let config = d.join("tiny.json");
+    let photo = d.join("photo.png");
+    image::open(shared().join("images/demo/bsr/49.jpg"))
+        .unwrap()
+        .resize_exact(32, 32, image::imageops::FilterType::Triangle)
+        .save(&photo)
+        .unwrap();
+    let corrupt = d.join("corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let missing = d.join("missing.png");
+    // A regular file where the output folder (or its parent) should be.
+    let blocker = d.join("blocker");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let under_blocker = blocker.join("out");
+    // A weights folder whose official stage-1 file holds the ControlNet.
+    let names = OfficialFiles::of(Task::Sr, Version::V21);
+    let wrong = d.join("wrong");
+    std::fs::create_dir(&wrong).unwrap();
+    for entry in std::fs::read_dir(&weights).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, wrong.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(
+        fixtures.join("sd_tiny.controlnet_format.pth"),
+        wrong.join(names.stage1),
+    )
+    .unwrap();
+    // A checkpoint cut short, as an interrupted copy leaves it.
+    let truncated = d.join("truncated.ckpt");
+    let sd = std::fs::read(fixtures.join("sd_tiny.sd21_format.ckpt")).unwrap();
+    std::fs::write(&truncated, &sd[..sd.len() / 2]).unwrap();
+    let controlnet = fixtures.join("sd_tiny.controlnet_format.pth");
+    let no_checkpoint = d.join("no_such.pt");
+
+    let check = |case: &str, input: &Path, output: &Path, extra: &[&str], expected: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--model-config",
+            config.to_str().unwrap(),
+            "--offline",
+            "--steps",
+            "1",
+        ];
+        args.extend(extra);
+        let (code, stdout, stderr) = diffbir(&args);
+        assert_eq!(code, 2, "{case}: {stderr}");
+        assert!(stdout.is_empty(), "{case}: {stdout}");
+        assert!(!stderr.contains("panicked"), "{case}: {stderr}");
+        // Besides the weight files found on the way, only `error:` lines: the problem, then
+        // the run's summary when no input is left.
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.starts_with("using "))
+            .collect();
+        assert!(
+            (1..=2).contains(&errors.len()) && errors.iter().all(|l| l.starts_with("error: ")),
+            "{case}: {stderr}"
+        );
+        for needle in expected {
+            assert!(errors[0].contains(needle), "{case}: `{needle}` in {stderr}");
+        }
+        assert!(
+            files_in(output).is_empty(),
+            "{case}: {:?}",
+            files_in(output)
+        );
+    };
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let weights = s(&weights);
+    let good = ["--weights-dir", weights.as_str()];
+    check(
+        "missing input",
+        &missing,
+        &d.join("out1"),
+        &good,
+        &[&s(&missing), "cannot open"],
+    );
+    check(
+        "corrupt image",
+        &corrupt,
+        &d.join("out2"),
+        &good,
+        &[&s(&corrupt), "not a decodable image"],
+    );
+    check("output is a file", &photo, &blocker, &good, &[&s(&blocker)]);
+    check(
+        "output under a file",
+        &photo,
+        &under_blocker,
+        &good,
+        &[&s(&under_blocker)],
+    );
+    check(
+        "stage 1 given the ControlNet",
+        &photo,
+        &d.join("out3"),
+        &[good[0], good[1], "--stage1-ckpt", &s(&controlnet)],
+        &[&s(&controlnet), "does not match"],
+    );
+    check(
+        "official name, wrong model",
+        &photo,
+        &d.join("out4"),
+        &["--weights-dir", &s(&wrong)],
+        &[&s(&wrong.join(names.stage1)), "does not match"],
+    );
+    check(
+        "truncated checkpoint",
+        &photo,
+        &d.join("out5"),
+        &[good[0], good[1], "--sd-ckpt", &s(&truncated)],
+        &[&s(&truncated), "not a readable checkpoint"],
+    );
+    // Reported before any official file is looked up (or downloaded).
+    check(
+        "missing checkpoint",
+        &photo,
+        &d.join("out6"),
+        &["--controlnet-ckpt", &s(&no_checkpoint)],
+        &["--controlnet-ckpt", &s(&no_checkpoint), "no such file"],
+    );
+    // The file in the way is left as it was.
+    assert_eq!(std::fs::read(&blocker).unwrap(), b"not a folder");
 }

@@ -51,13 +51,12 @@ pub enum Error {
 
     // ---- the environment ---------------------------------------------------------------
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
+        /// The operating system's error (part of the message, so not repeated as a source).
+        error: std::io::Error,
     },
 
     /// A file is not a decodable image (empty, truncated, corrupt or of an unknown format).
@@ -189,7 +188,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

@@ -43,7 +43,7 @@ pub fn save_pytorch(path: &Path, tensors: &[NamedTensor], wrapper: Option<&str>)
     write_atomically(path, |out| {
         let zip_err = |e: zip::result::ZipError| Error::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::other(e),
+            error: std::io::Error::other(e),
         };
         let mut zip = zip::ZipWriter::new(out);
         let options = zip::write::SimpleFileOptions::default()
@@ -91,7 +91,7 @@ pub fn save_safetensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
     let bytes =
         safetensors::serialize(views, None::<HashMap<String, String>>).map_err(|e| Error::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::other(e),
+            error: std::io::Error::other(e),
         })?;
     write_atomically(path, |out| {
         out.write_all(&bytes).map_err(|e| Error::io(path, e))

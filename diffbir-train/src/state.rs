@@ -114,7 +114,7 @@ pub fn write_safetensors(
     write_atomically(path, |out| {
         out.write_all(&bytes).map_err(|e| diffbir_core::Error::Io {
             path: path.into(),
-            source: e,
+            error: e,
         })
     })?;
     Ok(())

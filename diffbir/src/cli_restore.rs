@@ -344,6 +344,11 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
         }
     }
     if jobs.is_empty() {
+        if failed == 0 {
+            bail!(
+                "no image found in the inputs (PNG, JPEG, WebP, TIFF or BMP files, or folders of them)"
+            );
+        }
         bail!("no input image can be restored ({failed} failed)");
     }
 

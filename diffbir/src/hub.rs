@@ -505,13 +505,12 @@ pub enum HubError {
     },
 
     /// A file operation in the cache or a weights folder failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: io::Error,
+        /// The operating system's error (part of the message, so not repeated as a source).
+        error: io::Error,
     },
 
     /// The server could not be reached, or the transfer broke off.
@@ -640,7 +639,7 @@ impl HubError {
     fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

@@ -233,15 +233,26 @@ impl PipelineConfig {
                 "n_samples and batch_size must be at least 1".into(),
             );
         }
-        if let Some((size, stride)) = self.cleaner_tile
-            && (size == 0 || stride == 0)
-        {
-            return bad(
-                "cleaner tile",
-                format!("size {size} and stride {stride} must be positive"),
-            );
+        if let Some((size, stride)) = self.cleaner_tile {
+            if size == 0 || stride == 0 {
+                return bad(
+                    "cleaner tile",
+                    format!("size {size} and stride {stride} must be positive"),
+                );
+            }
+            if let Stage1Config::SwinIr(swinir) = &self.models.stage1 {
+                let multiple = swinir.window_size * if swinir.unshuffle { swinir.sf } else { 1 };
+                if !size.is_multiple_of(multiple) {
+                    return bad(
+                        "cleaner tile",
+                        format!("SwinIR tiles must be a multiple of {multiple} pixels, got {size}"),
+                    );
+                }
+            }
         }
         self.stage2.validate()?;
+        // Step counts the sampler cannot run fail here, before any model is loaded.
+        self.stage2.sampler.init(&self.models.schedule.init())?;
         self.models.stage1.validate()?;
         self.models.unet.validate()?;
         self.models.controlnet.validate()?;

@@ -156,6 +156,15 @@ fn bad_settings_fail_before_any_model_is_loaded() {
         ),
         (vec!["--upscale", "1000"], "limit"),
         (vec!["--task", "colorize"], "unknown task"),
+        (
+            vec!["--cleaner-tiled", "--cleaner-tile-size", "100"],
+            "multiple of 64",
+        ),
+        (vec!["--steps", "0"], "steps"),
+        (
+            vec!["--sampler", "spaced", "--steps", "1"],
+            "at least 2 steps",
+        ),
     ] {
         let args: Vec<&str> = base.iter().copied().chain(extra).collect();
         let (code, _, stderr) = diffbir(&args);

@@ -84,7 +84,7 @@ impl ClipTokenizer {
         let path = path.as_ref();
         let io = |source| Error::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         };
         let raw = std::fs::read(path).map_err(io)?;
         let bytes = if raw.starts_with(&[0x1f, 0x8b]) {

@@ -73,7 +73,9 @@ pub struct Stage1Schedule {
     /// Seed of every random draw (reference: 231).
     #[serde(default = "default_seed")]
     pub seed: u64,
-    /// Device name (`cpu`, `wgpu`, `cuda:0`, …).
+    /// Device name (`cpu`, `wgpu`, `cuda:0`, …), or a comma-separated list of them
+    /// (`cuda:0,cuda:1`) for data parallelism: the global batch is split evenly over the
+    /// devices, the first being the main one (see [`crate::parallel`]).
     #[serde(default = "default_device")]
     pub device: String,
 }
@@ -155,7 +157,9 @@ pub struct Stage2Schedule {
     /// Seed of every random draw (reference: 231).
     #[serde(default = "default_seed")]
     pub seed: u64,
-    /// Device name (`cpu`, `wgpu`, `cuda:0`, …).
+    /// Device name (`cpu`, `wgpu`, `cuda:0`, …), or a comma-separated list of them
+    /// (`cuda:0,cuda:1`) for data parallelism: the global batch is split evenly over the
+    /// devices, the first being the main one (see [`crate::parallel`]).
     #[serde(default = "default_device")]
     pub device: String,
 }
@@ -233,6 +237,7 @@ fn resolve_opt(base: &Path, path: &mut Option<PathBuf>) {
 }
 
 fn check_schedule(
+    device: &str,
     batch_size: usize,
     train_steps: u64,
     log_every: u64,
@@ -243,6 +248,7 @@ fn check_schedule(
     if batch_size == 0 {
         return Err(Error::field("train.batch_size", "must be at least 1"));
     }
+    crate::parallel::shards(batch_size, crate::parallel::device_names(device)?.len())?;
     if train_steps == 0 {
         return Err(Error::field("train.train_steps", "must be at least 1"));
     }
@@ -284,6 +290,7 @@ impl TrainConfig for Stage1TrainConfig {
         }
         let t = &self.train;
         check_schedule(
+            &t.device,
             t.batch_size,
             t.train_steps,
             t.log_every,
@@ -347,6 +354,7 @@ impl TrainConfig for Stage2TrainConfig {
         self.dataset.train.validate("dataset.train")?;
         let t = &self.train;
         check_schedule(
+            &t.device,
             t.batch_size,
             t.train_steps,
             t.log_every,

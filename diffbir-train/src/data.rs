@@ -243,6 +243,26 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.prompts.is_empty()
     }
+
+    /// The samples `range` of this batch (a data-parallel replica's part), borrowed when
+    /// it is the whole batch.
+    ///
+    /// # Panics
+    ///
+    /// If `range` reaches past the batch.
+    pub fn shard(&self, range: std::ops::Range<usize>) -> std::borrow::Cow<'_, Batch> {
+        if range == (0..self.len()) {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let per = 3 * self.size * self.size;
+        std::borrow::Cow::Owned(Batch {
+            step: self.step,
+            size: self.size,
+            gt: self.gt[range.start * per..range.end * per].to_vec(),
+            lq: self.lq[range.start * per..range.end * per].to_vec(),
+            prompts: self.prompts[range].to_vec(),
+        })
+    }
 }
 
 /// Domain-separation constants of the random streams.

@@ -9,6 +9,9 @@
 //! - [`config`]: TOML configs mirroring `configs/train/train_stage{1,2}.yaml`;
 //! - [`stage1`], [`stage2`]: the trainers;
 //! - [`optim`]: AdamW with PyTorch's update rule and path-keyed, saveable state;
+//! - [`parallel`]: data parallelism over several devices (`train.device = "cuda:0,cuda:1"`):
+//!   the global batch split over replicas, their gradients combined with burn's
+//!   multi-device gradients, one update equal to the single-device one;
 //! - [`state`]: checkpoints (weights under the official names, and resumable states);
 //! - [`metrics`]: PSNR and SSIM.
 //!
@@ -32,6 +35,7 @@ pub mod degradation;
 mod error;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 mod run;
 pub mod stage1;
 pub mod stage2;

@@ -5,6 +5,9 @@
 //! diffbir-train stage1 --config diffbir-train/configs/tiny-stage1.toml --out runs/s1 [--steps N] [--resume]
 //! diffbir-train stage2 --config diffbir-train/configs/tiny-stage2.toml --out runs/s2 [--steps N] [--resume]
 //! ```
+//!
+//! `--device cuda:0,cuda:1` (or `--device cuda:0 --device cuda:1`) trains data-parallel: the
+//! config's global `batch_size` is split evenly over the devices.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,15 +49,22 @@ struct RunArgs {
     /// Continue from the latest checkpoint in --out.
     #[arg(long)]
     resume: bool,
-    /// Device (overrides train.device): cpu, wgpu, vulkan, cuda[:N].
-    #[arg(long)]
-    device: Option<String>,
+    /// Device (overrides train.device): cpu, wgpu, vulkan, cuda[:N]. Repeat it or give a
+    /// comma-separated list (cuda:0,cuda:1) to split the global batch over several devices
+    /// (data parallelism; the first is the main device).
+    #[arg(long, value_delimiter = ',')]
+    device: Vec<String>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
 }
 
 impl RunArgs {
+    /// The `train.device` setting the command line asks for, if any.
+    fn devices(&self) -> Option<String> {
+        (!self.device.is_empty()).then(|| self.device.join(","))
+    }
+
     fn options(&self) -> RunOptions {
         RunOptions {
             out: self.out.clone(),
@@ -132,8 +142,8 @@ fn run() -> Result<()> {
     match &cli.command {
         Command::Stage1(args) => {
             let mut config: Stage1TrainConfig = load_config(&args.config)?;
-            if let Some(d) = &args.device {
-                config.train.device = d.clone();
+            if let Some(d) = args.devices() {
+                config.train.device = d;
             }
             let mut progress = Progress::new(args.quiet);
             let summary = train_stage1(&config, &args.options(), &mut |e| progress.on(e))
@@ -143,8 +153,8 @@ fn run() -> Result<()> {
         }
         Command::Stage2(args) => {
             let mut config: Stage2TrainConfig = load_config(&args.config)?;
-            if let Some(d) = &args.device {
-                config.train.device = d.clone();
+            if let Some(d) = args.devices() {
+                config.train.device = d;
             }
             let mut progress = Progress::new(args.quiet);
             let summary = train_stage2(&config, &args.options(), &mut |e| progress.on(e))

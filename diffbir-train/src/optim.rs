@@ -9,12 +9,46 @@
 //! m ← β₁m + (1 − β₁)g          v ← β₂v + (1 − β₂)g²
 //! p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
 //! ```
+//!
+//! The gradients come from any [`GradientSource`]: burn's autodiff [`Gradients`] of one
+//! backward pass, burn's [`GradientsParams`] (keyed by parameter id, as burn's own optimisers
+//! take them), or burn's [`MultiGradientsParams`], which sums the gradients several replicas
+//! computed on their devices (data parallelism, see [`crate::parallel`]).
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::optim::{GradientsParams, MultiGradientsParams};
 use burn::tensor::Gradients;
 use burn::tensor::{Tensor, TensorData};
+
+/// Where [`AdamW::step`] takes each parameter's gradient from.
+pub trait GradientSource {
+    /// Removes and returns the gradient of the parameter `id` whose current value is `param`
+    /// (on `param`'s device), or `None` when it has none (a frozen parameter).
+    fn take<const D: usize>(&mut self, id: ParamId, param: &Tensor<D>) -> Option<Tensor<D>>;
+}
+
+impl GradientSource for Gradients {
+    fn take<const D: usize>(&mut self, _id: ParamId, param: &Tensor<D>) -> Option<Tensor<D>> {
+        param.grad_remove(self)
+    }
+}
+
+impl GradientSource for GradientsParams {
+    fn take<const D: usize>(&mut self, id: ParamId, param: &Tensor<D>) -> Option<Tensor<D>> {
+        self.remove::<D>(id).map(|g| g.to_device(&param.device()))
+    }
+}
+
+/// The sum of the gradients every replica computed for the parameter (burn accumulates them
+/// on one of the devices; the result is moved to the parameter's device).
+impl GradientSource for MultiGradientsParams {
+    fn take<const D: usize>(&mut self, id: ParamId, param: &Tensor<D>) -> Option<Tensor<D>> {
+        self.remove::<D>(id)
+            .map(|(g, _)| g.to_device(&param.device()))
+    }
+}
 
 /// AdamW hyper-parameters (PyTorch's names and defaults, except the learning rate).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,7 +111,7 @@ impl AdamW {
 
     /// Applies one update to every parameter of `module` that has a gradient in `grads`
     /// (parameters without one, such as frozen ones, are left as they are).
-    pub fn step<M: Module>(&mut self, module: M, grads: &mut Gradients) -> M {
+    pub fn step<M: Module, G: GradientSource>(&mut self, module: M, grads: &mut G) -> M {
         self.step += 1;
         let t = self.step as i32;
         let c = self.config;
@@ -142,9 +176,9 @@ impl AdamW {
     }
 }
 
-struct StepMapper<'a> {
+struct StepMapper<'a, G> {
     path: Vec<String>,
-    grads: &'a mut Gradients,
+    grads: &'a mut G,
     moments: &'a mut BTreeMap<String, (Tensor<1>, Tensor<1>)>,
     config: AdamWConfig,
     decay: f64,
@@ -152,7 +186,7 @@ struct StepMapper<'a> {
     bias2_sqrt: f64,
 }
 
-impl ModuleMapper for StepMapper<'_> {
+impl<G: GradientSource> ModuleMapper for StepMapper<'_, G> {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());
     }
@@ -163,7 +197,7 @@ impl ModuleMapper for StepMapper<'_> {
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, tensor, mapper) = param.consume();
-        let Some(grad) = tensor.grad_remove(self.grads) else {
+        let Some(grad) = self.grads.take(id, &tensor) else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let strategy = tensor.gradient_checkpointing_strategy();

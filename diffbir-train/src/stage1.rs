@@ -2,12 +2,16 @@
 //! [`Stage1`] network) trained on CodeFormer-degraded pairs with the sum-reduced MSE,
 //! `AdamW(lr, weight_decay 0, betas (0.9, 0.999), eps 1e-8)`, a constant learning rate and
 //! no EMA, gradient clipping or accumulation.
+//!
+//! With several devices (`train.device = "cuda:0,cuda:1"`), each computes the sum-reduced
+//! loss of its part of the global batch and the gradients are summed (see
+//! [`crate::parallel`]): the update is the one a single device makes with the whole batch.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
-use diffbir_core::device::parse_device;
 use diffbir_core::{Checkpoint, load_into};
 use diffbir_rm::{Restorer, Stage1};
 use serde_json::json;
@@ -17,6 +21,7 @@ use crate::data::{Batch, CodeformerDataset, Loader, validation_batches};
 use crate::error::{Error, Result};
 use crate::metrics::{psnr, ssim};
 use crate::optim::{AdamW, AdamWConfig, frozen, trainable};
+use crate::parallel::{Replica, combine, parse_devices, run_step, shards};
 use crate::run::{Event, RunDir, RunOptions, Summary, Validation, due, save_grid};
 use crate::state::{
     TrainState, load_state, module_tensors, official_tensors, save_state, state_path, weights_path,
@@ -30,14 +35,7 @@ fn to_tensor(values: &[f32], b: usize, size: usize, device: &Device) -> Tensor<4
     Tensor::from_data(TensorData::new(values.to_vec(), [b, 3, size, size]), device)
 }
 
-fn scalar(t: Tensor<1>) -> f64 {
-    t.inner()
-        .into_data()
-        .convert::<f64>()
-        .try_to_vec::<f64>()
-        .map(|v| v[0])
-        .unwrap_or(f64::NAN)
-}
+use crate::parallel::scalar;
 
 /// Sum-reduced squared error, as `F.mse_loss(pred, gt, reduction="sum")`.
 ///
@@ -88,7 +86,9 @@ pub fn train_stage1(
 ) -> Result<Summary> {
     config.validate()?;
     let t = &config.train;
-    let device = parse_device(&t.device)?;
+    let devices = parse_devices(&t.device)?;
+    let device = devices[0].clone();
+    let parts = shards(t.batch_size, devices.len())?;
     let end = options.steps.unwrap_or(t.train_steps);
     let config_text = config.to_toml()?;
     let (mut dir, latest) = RunDir::open(options)?;
@@ -142,6 +142,14 @@ pub fn train_stage1(
         }
     };
     let mut model = trainable(model);
+    let mut replicas: Vec<Replica<Stage1, ()>> = devices[1..]
+        .iter()
+        .map(|d| Replica {
+            device: d.clone(),
+            model: model.clone().fork(d),
+            ctx: (),
+        })
+        .collect();
     observer(&Event::Started {
         start,
         end,
@@ -178,14 +186,34 @@ pub fn train_stage1(
     while step < end {
         let tick = Instant::now();
         let batch = loader.next_batch()?;
-        let b = batch.len();
-        let lq = to_tensor(&batch.lq, b, batch.size, &device);
-        let gt = to_tensor(&batch.gt, b, batch.size, &device);
-        let pred = model.restore(lq);
-        let loss = sum_mse(pred.clone(), gt);
-        let mut grads = loss.backward();
-        let loss = scalar(loss);
+        let want_pred = due(step + 1, t.image_every) || (step == 0 && t.image_every > 0);
+        let results = run_step(
+            &device,
+            (&model, &()),
+            &mut replicas,
+            &parts,
+            |m| m,
+            |dev, m: &Stage1, _: &(), range| {
+                let part = batch.shard(range);
+                let b = part.len();
+                let lq = to_tensor(&part.lq, b, part.size, dev);
+                let gt = to_tensor(&part.gt, b, part.size, dev);
+                let pred = m.restore(lq);
+                let host = want_pred.then(|| {
+                    pred.clone()
+                        .inner()
+                        .into_data()
+                        .try_to_vec::<f32>()
+                        .unwrap_or_default()
+                });
+                (sum_mse(pred, gt), host)
+            },
+        );
+        let (mut grads, loss, preds) = combine(results, &device);
         model = optim.step(model, &mut grads);
+        for r in &mut replicas {
+            r.model = model.clone().fork(&r.device);
+        }
         step += 1;
         train_secs += tick.elapsed().as_secs_f64();
         losses.push(loss);
@@ -201,11 +229,7 @@ pub fn train_stage1(
             }))?;
         }
         if due(step, t.image_every) || (step == 1 && t.image_every > 0) {
-            let pred: Vec<f32> = pred
-                .inner()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap_or_default();
+            let pred: Vec<f32> = preds.into_iter().flatten().flatten().collect();
             let path = dir.image_path(step)?;
             save_grid(&path, &[&batch.lq, &pred, &batch.gt], batch.size, 4)?;
             observer(&Event::Images { step, path });

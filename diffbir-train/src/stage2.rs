@@ -16,6 +16,12 @@
 //!
 //! The frozen networks live outside autodiff; the UNet's activations become tracked where the
 //! ControlNet's residuals join them, so gradients reach the ControlNet only.
+//!
+//! With several devices (`train.device = "cuda:0,cuda:1"`), each holds the frozen parts and a
+//! copy of the ControlNet, and computes the loss of its part of the global batch weighted by
+//! its share (`b / B`), so that the summed gradients are those of the mean over the whole
+//! batch (see [`crate::parallel`]). Each sample's timesteps and noise are the ones it gets in
+//! a single-device run, so the update does not depend on the device count.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +29,6 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use diffbir_controlnet::{CONTROLNET_KEYS, ControlLdm, ControlNet, init_controlnet};
-use diffbir_core::device::parse_device;
 use diffbir_core::{Checkpoint, NoiseSource, Precision, load_into};
 use diffbir_ldm::clip::{ClipTextEncoder, ClipTokenizer};
 use diffbir_ldm::sd::{StableDiffusion, StableDiffusionConfig};
@@ -37,6 +42,7 @@ use crate::config::{Stage2TrainConfig, TrainConfig};
 use crate::data::{Batch, CodeformerDataset, Loader, rng_for, stream};
 use crate::error::{Error, Result};
 use crate::optim::{AdamW, AdamWConfig, frozen, trainable};
+use crate::parallel::{Replica, combine, parse_devices, run_step, scalar, shards};
 use crate::run::{Event, RunDir, RunOptions, Summary, due, save_grid};
 use crate::state::{
     Named, TrainState, apply_tensors, load_state, module_tensors, official_tensors, save_state,
@@ -104,6 +110,19 @@ impl Frozen {
         })
     }
 
+    /// A copy on `device` (shared tensors when it is the device they are on).
+    pub fn to_device(&self, device: &Device) -> Self {
+        Self {
+            unet: self.unet.clone().to_device(device),
+            vae: self.vae.clone().to_device(device),
+            clip: self.clip.clone().to_device(device),
+            tokenizer: self.tokenizer.clone(),
+            stage1: self.stage1.clone().to_device(device),
+            schedule: self.schedule.clone(),
+            scale: self.scale,
+        }
+    }
+
     /// `prepare_condition`: stage 1, then the text and the scaled condition latent.
     ///
     /// # Shapes
@@ -158,11 +177,37 @@ fn controlnet_official(controlnet: &ControlNet) -> Result<Vec<Named>> {
         .collect())
 }
 
-/// One training step's random draws, from the step's own stream.
+/// One training step's random draws, from the step's own stream; a replica's share holds
+/// its samples' timesteps and draws its samples' noise streams (from `offset` on).
 struct StepDraws {
     t: Vec<usize>,
     t_aug: Vec<usize>,
     noise: NoiseSource,
+    offset: usize,
+}
+
+impl StepDraws {
+    /// The draws of the samples `range` of the batch.
+    fn shard(self, range: std::ops::Range<usize>) -> Self {
+        Self {
+            t: self.t[range.clone()].to_vec(),
+            t_aug: self.t_aug[range.clone()].to_vec(),
+            noise: self.noise,
+            offset: self.offset + range.start,
+        }
+    }
+
+    /// Standard normal noise shaped like `x`, from the streams of this share's samples
+    /// (the noise source keeps one stream per batch item).
+    fn randn_like(&mut self, x: &Tensor<4>) -> Tensor<4> {
+        if self.offset == 0 {
+            return self.noise.randn_like(x);
+        }
+        let [b, c, h, w] = x.dims();
+        self.noise
+            .randn([self.offset + b, c, h, w], &x.device())
+            .narrow(0, self.offset, b)
+    }
 }
 
 fn draws(seed: u64, step: u64, b: usize, timesteps: usize, aug: usize) -> StepDraws {
@@ -175,6 +220,7 @@ fn draws(seed: u64, step: u64, b: usize, timesteps: usize, aug: usize) -> StepDr
         t,
         t_aug,
         noise: NoiseSource::seeded(rng.random::<u64>()),
+        offset: 0,
     }
 }
 
@@ -193,19 +239,17 @@ fn loss(
         .sub_scalar(1.0);
     let lq = to_tensor(&batch.lq, b, batch.size, device);
     let s = &frozen_parts.schedule;
-    let z0 = frozen_parts
-        .vae
-        .encode(gt)
-        .sample(&mut draws.noise)
-        .mul_scalar(frozen_parts.scale);
+    let posterior = frozen_parts.vae.encode(gt);
+    let e = draws.randn_like(&posterior.mean);
+    let z0 = (posterior.mean + posterior.std * e).mul_scalar(frozen_parts.scale);
     let cond = frozen_parts.condition(lq, &batch.prompts);
     let c_img = if aug > 0 {
-        let e = draws.noise.randn_like(&cond.c_img);
+        let e = draws.randn_like(&cond.c_img);
         s.q_sample(cond.c_img.clone(), &draws.t_aug, e)
     } else {
         cond.c_img.clone()
     };
-    let eps = draws.noise.randn_like(&z0);
+    let eps = draws.randn_like(&z0);
     let x_t = s.q_sample(z0.clone(), &draws.t, eps.clone());
     let target = match s.parameterization() {
         Parameterization::Eps => eps,
@@ -241,12 +285,7 @@ pub fn batch_loss(
         noise_aug_timestep,
         &device,
     );
-    l.inner()
-        .into_data()
-        .convert::<f64>()
-        .try_to_vec::<f64>()
-        .map(|v| v[0])
-        .unwrap_or(f64::NAN)
+    scalar(l)
 }
 
 /// Deterministic DDIM (η = 0) over `steps` evenly spaced timesteps from the non-augmented
@@ -296,6 +335,22 @@ pub fn sample(
         .clamp(0.0, 1.0)
 }
 
+/// The replicas' conditions, joined on `device` in sample order.
+fn gather(conds: Vec<Condition>, device: &Device) -> Condition {
+    if let [one] = conds.as_slice() {
+        return one.clone();
+    }
+    let cat3 =
+        |v: Vec<Tensor<3>>| Tensor::cat(v.into_iter().map(|x| x.to_device(device)).collect(), 0);
+    let cat4 =
+        |v: Vec<Tensor<4>>| Tensor::cat(v.into_iter().map(|x| x.to_device(device)).collect(), 0);
+    Condition {
+        c_txt: cat3(conds.iter().map(|c| c.c_txt.clone()).collect()),
+        c_img: cat4(conds.iter().map(|c| c.c_img.clone()).collect()),
+        clean: cat4(conds.iter().map(|c| c.clean.clone()).collect()),
+    }
+}
+
 /// Trains stage 2 as configured, writing into `options.out`; `observer` sees every event.
 pub fn train_stage2(
     config: &Stage2TrainConfig,
@@ -304,7 +359,9 @@ pub fn train_stage2(
 ) -> Result<Summary> {
     config.validate()?;
     let t = &config.train;
-    let device = parse_device(&t.device)?;
+    let devices = parse_devices(&t.device)?;
+    let device = devices[0].clone();
+    let ranges = shards(t.batch_size, devices.len())?;
     let end = options.steps.unwrap_or(t.train_steps);
     let config_text = config.to_toml()?;
     let (mut dir, latest) = RunDir::open(options)?;
@@ -368,6 +425,20 @@ pub fn train_stage2(
         unet: parts.unet.clone(),
         controlnet: trainable(controlnet),
     };
+    let mut replicas: Vec<Replica<ControlLdm, Frozen>> = devices[1..]
+        .iter()
+        .map(|d| {
+            let ctx = parts.to_device(d);
+            Replica {
+                device: d.clone(),
+                model: ControlLdm {
+                    unet: ctx.unet.clone(),
+                    controlnet: cldm.controlnet.clone().fork(d),
+                },
+                ctx,
+            }
+        })
+        .collect();
     observer(&Event::Started {
         start,
         end,
@@ -395,21 +466,37 @@ pub fn train_stage2(
     while step < end {
         let tick = Instant::now();
         let batch = loader.next_batch()?;
-        let mut d = draws(t.seed, step, batch.len(), timesteps_n, t.noise_aug_timestep);
-        let (l, cond) = loss(&parts, &cldm, &batch, &mut d, t.noise_aug_timestep, &device);
-        let mut grads = l.backward();
-        let value = l
-            .inner()
-            .into_data()
-            .convert::<f64>()
-            .try_to_vec::<f64>()
-            .map(|v| v[0])
-            .unwrap_or(f64::NAN);
+        let want_cond = due(step + 1, t.image_every) || (step == 0 && t.image_every > 0);
+        let global = batch.len();
+        let results = run_step(
+            &device,
+            (&cldm, &parts),
+            &mut replicas,
+            &ranges,
+            |m: &ControlLdm| &m.controlnet,
+            |dev, m: &ControlLdm, ctx: &Frozen, range| {
+                let part = batch.shard(range.clone());
+                let b = part.len();
+                let mut d =
+                    draws(t.seed, step, global, timesteps_n, t.noise_aug_timestep).shard(range);
+                let (l, cond) = loss(ctx, m, &part, &mut d, t.noise_aug_timestep, dev);
+                let l = if b == global {
+                    l
+                } else {
+                    l.mul_scalar(b as f64 / global as f64)
+                };
+                (l, want_cond.then_some(cond))
+            },
+        );
+        let (mut grads, value, conds) = combine(results, &device);
         let ControlLdm { unet, controlnet } = cldm;
         cldm = ControlLdm {
             unet,
             controlnet: optim.step(controlnet, &mut grads),
         };
+        for r in &mut replicas {
+            r.model.controlnet = cldm.controlnet.clone().fork(&r.device);
+        }
         step += 1;
         train_secs += tick.elapsed().as_secs_f64();
         losses.push(value);
@@ -429,6 +516,7 @@ pub fn train_stage2(
                 unet: cldm.unet.clone(),
                 controlnet: frozen(cldm.controlnet.clone()),
             };
+            let cond = gather(conds.into_iter().flatten().collect(), &device);
             let mut noise = NoiseSource::seeded(t.seed);
             let samples = sample(&parts, &inference, &cond, t.sample_steps, &mut noise);
             let host = |x: Tensor<4>| x.into_data().try_to_vec::<f32>().unwrap_or_default();

@@ -212,3 +212,168 @@ fn reference_size_configs_parse() {
             .unwrap_err();
     assert!(err.to_string().contains("train.sd_path"), "{err}");
 }
+
+/// The losses and final weights of a short run of the tiny config on `device`, resumed
+/// from the state of step `resume_at` (written by a run on `first_device`) when given.
+fn short_run(device: &str, steps: u64, resume_from: Option<(&str, u64)>) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny();
+    config.train.val_every = 0;
+    config.train.image_every = 2;
+    config.train.ckpt_every = 100;
+    config.dataset.val = None;
+    let mut losses = Vec::new();
+    if let Some((first_device, at)) = resume_from {
+        let mut first = config.clone();
+        first.train.device = first_device.into();
+        let options = RunOptions {
+            out: dir.path().to_path_buf(),
+            steps: Some(at),
+            resume: false,
+        };
+        losses = train_stage1(&first, &options, &mut |_| {}).unwrap().losses;
+    }
+    config.train.device = device.into();
+    let options = RunOptions {
+        out: dir.path().to_path_buf(),
+        steps: Some(steps),
+        resume: resume_from.is_some(),
+    };
+    let summary = train_stage1(&config, &options, &mut |_| {}).unwrap();
+    losses.extend(summary.losses);
+    assert!(dir.path().join("images/0000002.png").exists() || resume_from.is_some());
+    let (tensors, _) = read_safetensors(&summary.weights).unwrap();
+    let weights = tensors
+        .into_iter()
+        .map(|(n, d)| (n, d.convert::<f32>().try_to_vec::<f32>().unwrap()))
+        .collect();
+    (losses, weights)
+}
+
+/// Largest difference between two sets of weights, absolute and relative to each tensor's
+/// largest magnitude.
+fn weight_difference(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> (f64, f64) {
+    assert_eq!(a.len(), b.len());
+    let (mut abs, mut rel) = (0.0f64, 0.0f64);
+    for ((na, va), (nb, vb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        let scale = va
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs() as f64))
+            .max(1e-12);
+        // The key bias of an attention layer has no gradient in exact arithmetic (the softmax
+        // over keys ignores a constant added to every logit), so what it gets is rounding
+        // noise, which Adam scales to ±lr whatever its size: left out.
+        let skip = if na.ends_with("attn.qkv.bias") {
+            va.len() / 3..2 * va.len() / 3
+        } else {
+            0..0
+        };
+        for (i, (x, y)) in va.iter().zip(vb).enumerate() {
+            if skip.contains(&i) {
+                continue;
+            }
+            let d = (*x as f64 - *y as f64).abs();
+            abs = abs.max(d);
+            rel = rel.max(d / scale);
+        }
+    }
+    (abs, rel)
+}
+
+fn loss_difference(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / x.abs().max(1e-12))
+        .fold(0.0, f64::max)
+}
+
+/// Whether two runs agree up to the rounding of the gradient sums: the losses to 1e-6
+/// relative, every weight to 1 % of the learning rate (the size of one Adam update) and to
+/// 1e-4 of its tensor's largest magnitude. (Adam divides each gradient by its running
+/// magnitude, so an element whose gradient is tiny gets its rounding noise amplified; the
+/// measured differences are far below these bounds.)
+fn assert_close(what: &str, (l1, w1): &Run, (l2, w2): &Run) {
+    let (abs, rel) = weight_difference(w1, w2);
+    let dl = loss_difference(l1, l2);
+    println!(
+        "{what}: weights max |Δ| {abs:.3e} ({rel:.3e} of the tensor's scale), losses {dl:.3e}"
+    );
+    let lr = tiny().train.learning_rate;
+    assert!(
+        abs < 0.01 * lr && rel < 1e-4 && dl < 1e-6,
+        "{what}: {abs} {rel} {dl}"
+    );
+}
+
+type Run = (Vec<f64>, Vec<(String, Vec<f32>)>);
+
+#[test]
+fn two_replicas_match_one_device_and_resume_across_device_counts() {
+    const STEPS: u64 = 2;
+    let one = short_run("cpu", STEPS, None);
+    assert_close("1 vs 2 replicas", &one, &short_run("cpu, cpu", STEPS, None));
+
+    // A state written on one device resumes on two.
+    let resumed = short_run("cpu,cpu", STEPS, Some(("cpu", 1)));
+    assert_close("1 replica, resumed on 2", &one, &resumed);
+}
+
+#[test]
+fn a_batch_not_divisible_by_the_devices_is_refused() {
+    let mut config = tiny();
+    config.train.batch_size = 3;
+    config.train.device = "cpu,cpu".into();
+    let err = config.validate().unwrap_err();
+    assert!(matches!(err, Error::Field { .. }), "{err:?}");
+    assert!(err.to_string().contains("train.batch_size"), "{err}");
+    assert!(err.to_string().contains("2 devices"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        out: dir.path().to_path_buf(),
+        steps: Some(1),
+        resume: false,
+    };
+    let err = train_stage1(&config, &options, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("train.batch_size"), "{err}");
+
+    config.train.batch_size = 4;
+    config.train.device = "cpu,".into();
+    let err = config.validate().unwrap_err();
+    assert!(err.to_string().contains("train.device"), "{err}");
+    config.train.device = "cpu,gpu".into();
+    let err = train_stage1(&config, &options, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("train.device"), "{err}");
+}
+
+#[test]
+fn the_command_takes_a_device_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = kill_config(dir.path());
+    let run = |devices: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_diffbir-train"));
+        cmd.args(["stage1", "--quiet", "--steps", "1", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(dir.path().join(devices.join("_")));
+        for d in devices {
+            cmd.args(["--device", d]);
+        }
+        cmd.output().unwrap()
+    };
+    // kill_config's global batch is 2: three devices cannot share it.
+    let out = run(&["cpu", "cpu,cpu"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("train.batch_size") && err.contains("3 devices"),
+        "{err}"
+    );
+    let out = run(&["cpu", "cpu"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

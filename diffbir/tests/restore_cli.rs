@@ -12,6 +12,9 @@ use diffbir::ldm::clip::ClipTextConfig;
 use diffbir::ldm::{UnetConfig, VaeConfig};
 use diffbir::pipeline::{ModelConfigs, OfficialFiles, PipelineConfig, Task, Version};
 use diffbir::rm::{Stage1Config, SwinIrConfig};
+use diffbir_train::RunOptions;
+use diffbir_train::config::{Stage1TrainConfig, load_config};
+use diffbir_train::stage1::train_stage1;
 
 fn shared() -> PathBuf {
     fixtures::fixtures().join("..")
@@ -119,6 +122,62 @@ fn restores_rgb_rgba_and_gray_photos_and_skips_a_corrupt_one() {
     let (code, _, stderr) = diffbir(&args);
     assert_ne!(code, 0);
     assert!(stderr.contains("--overwrite"), "{stderr}");
+}
+
+#[test]
+fn a_stage1_model_trained_by_diffbir_train_restores_as_a_custom_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../diffbir-train/configs/tiny-stage1.toml");
+    let mut config: Stage1TrainConfig = load_config(&config_path).unwrap();
+    config.train.val_every = 0;
+    config.train.image_every = 0;
+    let options = RunOptions {
+        out: dir.path().join("run"),
+        steps: Some(2),
+        resume: false,
+    };
+    let trained = train_stage1(&config, &options, &mut |_| {})
+        .unwrap()
+        .weights;
+    // The model-config file of the tiny weights describes the trained network's shape.
+    let weights = tiny_weights(dir.path());
+    let models: ModelConfigs =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("tiny.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        serde_json::to_value(&models.stage1).unwrap(),
+        serde_json::to_value(&config.model).unwrap()
+    );
+
+    let input = dir.path().join("photo.png");
+    let photo = image::open(shared().join("images/demo/bsr/49.jpg")).unwrap();
+    photo.crop_imm(20, 8, 64, 64).save(&input).unwrap();
+    let output = dir.path().join("out");
+    let config_file = dir.path().join("tiny.json");
+    let (code, _, stderr) = diffbir(&[
+        "restore",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--model-config",
+        config_file.to_str().unwrap(),
+        "--weights-dir",
+        weights.to_str().unwrap(),
+        "--stage1-ckpt",
+        trained.to_str().unwrap(),
+        "--offline",
+        "--sampler",
+        "edm_euler",
+        "--steps",
+        "1",
+        "--upscale",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let restored = image::open(output.join("photo.png")).unwrap();
+    assert_eq!((restored.width(), restored.height()), (64, 64));
 }
 
 #[test]

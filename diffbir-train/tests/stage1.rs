@@ -148,9 +148,37 @@ fn assert_checkpoints_intact(out: &Path) -> usize {
     n
 }
 
+/// Whether a checkpoint file is being written (an atomic write's `.part` file exists).
+fn writing(out: &Path) -> bool {
+    std::fs::read_dir(out.join("checkpoints")).is_ok_and(|entries| {
+        entries.filter_map(|e| e.ok()).any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(".diffbir-") && name.ends_with(".part")
+        })
+    })
+}
+
+fn latest_step(out: &Path) -> Option<u64> {
+    latest_state(&out.join("checkpoints"))
+        .unwrap()
+        .map(|(step, _)| step)
+}
+
+/// Waits until `ready` holds, checking every millisecond that the run is still going.
+fn wait_for(child: &mut Child, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready() {
+        assert!(Instant::now() < deadline, "the run made no progress");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn sigkill_and_resume_give_bitwise_identical_weights() {
-    const STEPS: u64 = 10;
+    // Checkpoints every 3 steps: each kill below lands at most one checkpoint after the
+    // previous one, so three kills stay well before the end.
+    const STEPS: u64 = 15;
     let dir = tempfile::tempdir().unwrap();
     let config = kill_config(dir.path());
 
@@ -158,26 +186,25 @@ fn sigkill_and_resume_give_bitwise_identical_weights() {
     finish(spawn(&config, &straight, STEPS, false));
 
     let killed = dir.path().join("killed");
-    // Kill as soon as the first checkpoint is complete (mid-training), then twice more at
-    // arbitrary moments of resumed runs (possibly while a checkpoint is being written).
+    // Kill as soon as the first checkpoint is complete (mid-training), then twice in resumed
+    // runs as soon as their next checkpoint is being written (or, if the write was too quick
+    // to be seen, once it is complete).
     let mut child = spawn(&config, &killed, STEPS, false);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while latest_state(&killed.join("checkpoints")).unwrap().is_none() {
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(&mut child, || latest_step(&killed).is_some());
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(assert_checkpoints_intact(&killed) >= 1);
-    for delay_ms in [2300, 3700] {
+    for _ in 0..2 {
+        let before = latest_step(&killed);
         let mut child = spawn(&config, &killed, STEPS, true);
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill();
+        wait_for(&mut child, || {
+            writing(&killed) || latest_step(&killed) > before
+        });
+        child.kill().unwrap();
         child.wait().unwrap();
         assert_checkpoints_intact(&killed);
     }
-    let (step, _) = latest_state(&killed.join("checkpoints")).unwrap().unwrap();
+    let step = latest_step(&killed).unwrap();
     assert!(
         step < STEPS,
         "the kills must land before the end (at step {step})"
@@ -187,9 +214,9 @@ fn sigkill_and_resume_give_bitwise_identical_weights() {
     let a = std::fs::read(straight.join("final.safetensors")).unwrap();
     let b = std::fs::read(killed.join("final.safetensors")).unwrap();
     assert!(a == b, "final weights differ after kill + resume");
-    let (sa, _) =
-        read_safetensors(&straight.join("checkpoints/0000010.state.safetensors")).unwrap();
-    let (sb, _) = read_safetensors(&killed.join("checkpoints/0000010.state.safetensors")).unwrap();
+    let last = format!("checkpoints/{STEPS:07}.state.safetensors");
+    let (sa, _) = read_safetensors(&straight.join(&last)).unwrap();
+    let (sb, _) = read_safetensors(&killed.join(&last)).unwrap();
     assert_eq!(sa.len(), sb.len());
     for ((na, da), (nb, db)) in sa.iter().zip(&sb) {
         assert_eq!(na, nb);

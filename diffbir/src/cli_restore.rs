@@ -375,6 +375,16 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
                     save_image(out, &image)?;
                 }
                 Ok(())
+            })
+            .map_err(anyhow::Error::from)
+            .and_then(|()| {
+                let stage2 = &pipeline.config().stage2;
+                record_prompts(
+                    &args.output,
+                    &job.source,
+                    &stage2.pos_prompt,
+                    &stage2.neg_prompt,
+                )
             });
         steps.bar.finish_and_clear();
         match result {
@@ -385,7 +395,7 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {}: {e}", job.source.display());
+                eprintln!("error: {}: {e:#}", job.source.display());
             }
         }
     }
@@ -394,6 +404,32 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Appends the prompts an image was restored with to `{output}/prompt.csv`, as the reference
+/// does: columns `file_name` (the input's stem), `pos_prompt`, `neg_prompt`; the header is
+/// written when the file is created.
+fn record_prompts(output: &Path, source: &Path, pos: &str, neg: &str) -> Result<()> {
+    let path = output.join("prompt.csv");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let new = file.metadata().map(|m| m.len() == 0).unwrap_or(false);
+    let mut writer = csv::Writer::from_writer(file);
+    let stem = source
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if new {
+        writer.write_record(["file_name", "pos_prompt", "neg_prompt"])?;
+    }
+    writer.write_record([stem.as_str(), pos, neg])?;
+    writer
+        .flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// Decodes one input, checks its output size and output paths.

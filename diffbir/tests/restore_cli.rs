@@ -117,6 +117,17 @@ fn restores_rgb_rgba_and_gray_photos_and_skips_a_corrupt_one() {
     let gray = image::open(output.join("c_gray.png")).unwrap();
     assert_eq!(gray.color(), image::ColorType::L8);
     assert!(!output.join("d_corrupt.png").exists());
+    // The prompts of every restored image, as the reference records them.
+    let mut prompts = csv::Reader::from_path(output.join("prompt.csv")).unwrap();
+    assert_eq!(
+        prompts.headers().unwrap(),
+        vec!["file_name", "pos_prompt", "neg_prompt"]
+    );
+    let names: Vec<String> = prompts
+        .records()
+        .map(|r| r.unwrap()[0].to_string())
+        .collect();
+    assert_eq!(names, ["a_rgb", "b_rgba", "c_gray"]);
 
     // Existing outputs are kept unless --overwrite is given.
     let (code, _, stderr) = diffbir(&args);

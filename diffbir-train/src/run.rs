@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 use serde_json::{Value, json};
 
@@ -155,6 +156,22 @@ impl RunDir {
 }
 
 /// Whether a periodic action is due after `step` steps (`every = 0` means never).
+/// Images stored as `[b, 3, size, size]` floats, as a tensor.
+pub(crate) fn to_tensor(values: &[f32], b: usize, size: usize, device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [b, 3, size, size]), device)
+}
+
+/// Fails unless the training set holds at least one global batch.
+pub(crate) fn check_batch_fits(images: usize, batch_size: usize) -> Result<()> {
+    if images < batch_size {
+        return Err(Error::field(
+            "train.batch_size",
+            format!("{batch_size} is larger than the {images} training images"),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn due(step: u64, every: u64) -> bool {
     every > 0 && step.is_multiple_of(every)
 }

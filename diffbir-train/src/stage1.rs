@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use diffbir_core::{Checkpoint, load_into};
 use diffbir_rm::{Restorer, Stage1};
 use serde_json::json;
@@ -22,7 +22,9 @@ use crate::error::{Error, Result};
 use crate::metrics::{psnr, ssim};
 use crate::optim::{AdamW, AdamWConfig, frozen, trainable};
 use crate::parallel::{Replica, combine, parse_devices, run_step, shards};
-use crate::run::{Event, RunDir, RunOptions, Summary, Validation, due, save_grid};
+use crate::run::{
+    Event, RunDir, RunOptions, Summary, Validation, check_batch_fits, due, save_grid, to_tensor,
+};
 use crate::state::{
     TrainState, load_state, module_tensors, official_tensors, save_state, state_path, weights_path,
     write_safetensors,
@@ -30,10 +32,6 @@ use crate::state::{
 
 /// The stage tag stored in stage-1 states.
 pub const STAGE1: &str = "stage1";
-
-fn to_tensor(values: &[f32], b: usize, size: usize, device: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(values.to_vec(), [b, 3, size, size]), device)
-}
 
 use crate::parallel::scalar;
 
@@ -94,16 +92,7 @@ pub fn train_stage1(
     let (mut dir, latest) = RunDir::open(options)?;
 
     let train_set = Arc::new(CodeformerDataset::new(&config.dataset.train, 0.5)?);
-    if train_set.len() < t.batch_size {
-        return Err(Error::field(
-            "train.batch_size",
-            format!(
-                "{} is larger than the {} training images",
-                t.batch_size,
-                train_set.len()
-            ),
-        ));
-    }
+    check_batch_fits(train_set.len(), t.batch_size)?;
     let val = match (&config.dataset.val, t.val_every) {
         (Some(v), every) if every > 0 => Some(validation_batches(
             &CodeformerDataset::new(v, 0.5)?,

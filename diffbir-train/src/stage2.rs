@@ -43,7 +43,7 @@ use crate::data::{Batch, CodeformerDataset, Loader, rng_for, stream};
 use crate::error::{Error, Result};
 use crate::optim::{AdamW, AdamWConfig, frozen, trainable};
 use crate::parallel::{Replica, combine, parse_devices, run_step, scalar, shards};
-use crate::run::{Event, RunDir, RunOptions, Summary, due, save_grid};
+use crate::run::{Event, RunDir, RunOptions, Summary, check_batch_fits, due, save_grid, to_tensor};
 use crate::state::{
     Named, TrainState, apply_tensors, load_state, module_tensors, official_tensors, save_state,
     state_path, weights_path, write_safetensors,
@@ -140,10 +140,6 @@ impl Frozen {
             clean,
         }
     }
-}
-
-fn to_tensor(values: &[f32], b: usize, size: usize, device: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(values.to_vec(), [b, 3, size, size]), device)
 }
 
 fn timesteps(t: &[usize], device: &Device) -> Tensor<1> {
@@ -369,16 +365,7 @@ pub fn train_stage2(
         &config.dataset.train,
         t.p_empty_prompt,
     )?);
-    if train_set.len() < t.batch_size {
-        return Err(Error::field(
-            "train.batch_size",
-            format!(
-                "{} is larger than the {} training images",
-                t.batch_size,
-                train_set.len()
-            ),
-        ));
-    }
+    check_batch_fits(train_set.len(), t.batch_size)?;
     if !config.dataset.train.out_size.is_multiple_of(8) {
         return Err(Error::field(
             "dataset.train.out_size",

@@ -8,6 +8,7 @@
 //! workspace's sibling `shared/images` folder wherever the command is started from.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use diffbir_ldm::clip::ClipTextConfig;
 use diffbir_ldm::{UnetConfig, VaeConfig};
@@ -15,8 +16,11 @@ use diffbir_rm::Stage1Config;
 use diffbir_sampler::NoiseScheduleConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::data::CodeformerConfig;
+use crate::data::{CodeformerConfig, CodeformerDataset, TrainingSet};
 use crate::error::{Error, Result};
+use crate::realesrgan::{
+    RealEsrganConfig, RealEsrganDataset, RealEsrganTransform, RealEsrganTransformConfig,
+};
 
 /// A stage-1 training run (`train_stage1.yaml`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +30,10 @@ pub struct Stage1TrainConfig {
     pub model: Stage1Config,
     /// Training (and optional validation) data.
     pub dataset: DatasetSection,
+    /// The Real-ESRGAN degradation (`RealESRGANBatchTransform`), with
+    /// `[dataset.realesrgan]` only.
+    #[serde(default)]
+    pub batch_transform: Option<RealEsrganTransformConfig>,
     /// Optimiser and schedule.
     pub train: Stage1Schedule,
 }
@@ -34,11 +42,108 @@ pub struct Stage1TrainConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetSection {
-    /// Training images and their degradations.
-    pub train: CodeformerConfig,
-    /// Held-out images for validation (stage 1: loss, PSNR and SSIM).
+    /// `CodeformerDataset` (spec §10.1): pairs degraded on the loader's threads.
+    #[serde(default)]
+    pub train: Option<CodeformerConfig>,
+    /// `RealESRGANDataset` (spec §10.2), degraded by the top-level `[batch_transform]`;
+    /// replaces `train`.
+    #[serde(default)]
+    pub realesrgan: Option<RealEsrganConfig>,
+    /// Held-out images (stage 1's validation), CodeFormer-degraded.
     #[serde(default)]
     pub val: Option<CodeformerConfig>,
+}
+
+impl DatasetSection {
+    fn resolve_paths(&mut self, base: &Path) {
+        if let Some(train) = &mut self.train {
+            train.resolve_paths(base);
+        }
+        if let Some(r) = &mut self.realesrgan {
+            r.resolve_paths(base);
+        }
+        if let Some(val) = &mut self.val {
+            val.resolve_paths(base);
+        }
+    }
+
+    /// Checks the sets and their pairing with `batch_transform` (present exactly when the
+    /// Real-ESRGAN set is used) for a global batch split over `devices`.
+    fn validate(
+        &self,
+        transform: Option<&RealEsrganTransformConfig>,
+        batch_size: usize,
+        devices: usize,
+    ) -> Result<()> {
+        match (&self.train, &self.realesrgan, transform) {
+            (Some(train), None, None) => train.validate("dataset.train")?,
+            (None, Some(r), Some(tr)) => {
+                r.validate("dataset.realesrgan")?;
+                tr.validate("batch_transform", batch_size / devices.max(1), r.out_size)?;
+            }
+            (None, Some(_), None) => {
+                return Err(Error::field(
+                    "batch_transform",
+                    "the Real-ESRGAN dataset needs a [batch_transform] section (its \
+                     degradation)",
+                ));
+            }
+            (Some(_), None, Some(_)) => {
+                return Err(Error::field(
+                    "batch_transform",
+                    "the Real-ESRGAN batch transform needs [dataset.realesrgan] instead of \
+                     [dataset.train]",
+                ));
+            }
+            _ => {
+                return Err(Error::field(
+                    "dataset",
+                    "give exactly one of [dataset.train] (CodeFormer degradation) and \
+                     [dataset.realesrgan]",
+                ));
+            }
+        }
+        if let Some(val) = &self.val {
+            val.validate("dataset.val")?;
+        }
+        Ok(())
+    }
+
+    /// Side of the training images.
+    pub fn out_size(&self) -> usize {
+        match (&self.train, &self.realesrgan) {
+            (Some(t), _) => t.out_size,
+            (None, Some(r)) => r.out_size,
+            (None, None) => 0,
+        }
+    }
+
+    /// The training set (`p_empty_prompt` applies to the CodeFormer set; the Real-ESRGAN set
+    /// has its own) and, for the Real-ESRGAN set, its batch transform with one pool per
+    /// shard on `device`.
+    pub fn open(
+        &self,
+        transform: Option<&RealEsrganTransformConfig>,
+        p_empty_prompt: f64,
+        shards: usize,
+        device: &burn::tensor::Device,
+    ) -> Result<(Arc<dyn TrainingSet>, Option<RealEsrganTransform>)> {
+        match (&self.train, &self.realesrgan, transform) {
+            (Some(train), None, None) => Ok((
+                Arc::new(CodeformerDataset::new(train, p_empty_prompt)?),
+                None,
+            )),
+            (None, Some(r), Some(tr)) => Ok((
+                Arc::new(RealEsrganDataset::new(r)?),
+                Some(RealEsrganTransform::new(tr, shards, device)?),
+            )),
+            _ => Err(Error::field(
+                "dataset",
+                "give exactly one of [dataset.train] and [dataset.realesrgan] (with \
+                 [batch_transform])",
+            )),
+        }
+    }
 }
 
 /// The `[train]` part of a stage-1 config.
@@ -88,6 +193,10 @@ pub struct Stage2TrainConfig {
     pub model: Stage2Models,
     /// Training data.
     pub dataset: DatasetSection,
+    /// The Real-ESRGAN degradation (`RealESRGANBatchTransform`), with
+    /// `[dataset.realesrgan]` only.
+    #[serde(default)]
+    pub batch_transform: Option<RealEsrganTransformConfig>,
     /// Optimiser, schedule and the frozen parts' files.
     pub train: Stage2Schedule,
 }
@@ -275,19 +384,12 @@ fn check_schedule(
 
 impl TrainConfig for Stage1TrainConfig {
     fn resolve_paths(&mut self, base: &Path) {
-        self.dataset.train.resolve_paths(base);
-        if let Some(val) = &mut self.dataset.val {
-            val.resolve_paths(base);
-        }
+        self.dataset.resolve_paths(base);
         resolve_opt(base, &mut self.train.resume);
     }
 
     fn validate(&self) -> Result<()> {
         self.model.validate()?;
-        self.dataset.train.validate("dataset.train")?;
-        if let Some(val) = &self.dataset.val {
-            val.validate("dataset.val")?;
-        }
         let t = &self.train;
         check_schedule(
             &t.device,
@@ -297,6 +399,11 @@ impl TrainConfig for Stage1TrainConfig {
             t.ckpt_every,
             t.learning_rate,
             t.weight_decay,
+        )?;
+        self.dataset.validate(
+            self.batch_transform.as_ref(),
+            t.batch_size,
+            crate::parallel::device_names(&t.device)?.len(),
         )?;
         if t.val_every > 0 && self.dataset.val.is_none() {
             return Err(Error::field(
@@ -310,10 +417,7 @@ impl TrainConfig for Stage1TrainConfig {
 
 impl TrainConfig for Stage2TrainConfig {
     fn resolve_paths(&mut self, base: &Path) {
-        self.dataset.train.resolve_paths(base);
-        if let Some(val) = &mut self.dataset.val {
-            val.resolve_paths(base);
-        }
+        self.dataset.resolve_paths(base);
         let t = &mut self.train;
         t.sd_path = resolve(base, &t.sd_path);
         t.swinir_path = resolve(base, &t.swinir_path);
@@ -351,7 +455,6 @@ impl TrainConfig for Stage2TrainConfig {
                 ));
             }
         }
-        self.dataset.train.validate("dataset.train")?;
         let t = &self.train;
         check_schedule(
             &t.device,
@@ -362,6 +465,17 @@ impl TrainConfig for Stage2TrainConfig {
             t.learning_rate,
             t.weight_decay,
         )?;
+        self.dataset.validate(
+            self.batch_transform.as_ref(),
+            t.batch_size,
+            crate::parallel::device_names(&t.device)?.len(),
+        )?;
+        if self.dataset.val.is_some() {
+            return Err(Error::field(
+                "dataset.val",
+                "stage 2 has no validation set (it logs sample images instead)",
+            ));
+        }
         if t.noise_aug_timestep > m.diffusion.timesteps {
             return Err(Error::field(
                 "train.noise_aug_timestep",

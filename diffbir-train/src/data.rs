@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::resolve;
 use crate::degradation::cv::{HwcImage, downsampled_size, filter2d, resize_linear};
-use crate::degradation::kernels::bivariate_gaussian;
+pub use crate::degradation::kernels::KernelKind;
+use crate::degradation::kernels::{KernelRanges, random_mixed_kernel, uniform};
 use crate::error::{Error, Result};
 
 /// How training images are brought to `out_size × out_size` (`crop_type`).
@@ -35,16 +36,6 @@ pub enum CropType {
     Random,
     /// The images must already be `out_size²`.
     None,
-}
-
-/// A blur-kernel family of the CodeFormer degradation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KernelKind {
-    /// Isotropic Gaussian.
-    Iso,
-    /// Anisotropic Gaussian.
-    Aniso,
 }
 
 /// `CodeformerDataset`'s parameters, plus where the images are.
@@ -216,6 +207,23 @@ pub struct Sample {
     pub lq: Vec<f32>,
     /// The caption (possibly emptied).
     pub prompt: String,
+    /// Per-sample blur kernels for a batch transform (Real-ESRGAN: `kernel1`, `kernel2` and
+    /// the final sinc, `[3, 21, 21]`); empty when `lq` is ready.
+    pub kernels: Vec<f32>,
+}
+
+/// A source of training samples: an image list with its crop and degradation rules.
+pub trait TrainingSet: Send + Sync + std::fmt::Debug {
+    /// Number of images.
+    fn len(&self) -> usize;
+    /// Whether there are no images.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Side of the square samples.
+    fn out_size(&self) -> usize;
+    /// Prepares image `index` with draws from `rng`.
+    fn sample(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<Sample>;
 }
 
 /// A batch of samples, channel-first.
@@ -231,6 +239,8 @@ pub struct Batch {
     pub lq: Vec<f32>,
     /// One caption per sample.
     pub prompts: Vec<String>,
+    /// The samples' kernels (see [`Sample::kernels`]), empty when `lq` is ready.
+    pub kernels: Vec<f32>,
 }
 
 impl Batch {
@@ -254,13 +264,18 @@ impl Batch {
         if range == (0..self.len()) {
             return std::borrow::Cow::Borrowed(self);
         }
-        let per = 3 * self.size * self.size;
+        let (start, end) = (range.start, range.end);
+        let part = |v: &[f32]| {
+            let per = v.len() / self.len().max(1);
+            v[start * per..end * per].to_vec()
+        };
         std::borrow::Cow::Owned(Batch {
             step: self.step,
             size: self.size,
-            gt: self.gt[range.start * per..range.end * per].to_vec(),
-            lq: self.lq[range.start * per..range.end * per].to_vec(),
+            gt: part(&self.gt),
+            lq: part(&self.lq),
             prompts: self.prompts[range].to_vec(),
+            kernels: part(&self.kernels),
         })
     }
 }
@@ -275,6 +290,8 @@ pub(crate) mod stream {
     pub const VAL: u64 = 3;
     /// Per training step (stage-2 timesteps and noise).
     pub const STEP: u64 = 4;
+    /// Per training step and data-parallel shard (the Real-ESRGAN batch transform).
+    pub const TRANSFORM: u64 = 5;
 }
 
 /// A ChaCha8 generator for `(seed, purpose, index)`.
@@ -317,21 +334,6 @@ impl CodeformerDataset {
             config: config.clone(),
             p_empty_prompt,
         })
-    }
-
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether there are no images (never true for a constructed dataset).
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The crop side.
-    pub fn out_size(&self) -> usize {
-        self.config.out_size
     }
 
     /// The images.
@@ -383,6 +385,7 @@ impl CodeformerDataset {
             gt: to_chw(&gt),
             lq: to_chw(&lq),
             prompt,
+            kernels: Vec::new(),
         })
     }
 
@@ -390,30 +393,20 @@ impl CodeformerDataset {
     pub fn degrade(&self, gt: &HwcImage, rng: &mut ChaCha8Rng) -> Result<HwcImage> {
         let c = &self.config;
         let (w, h) = (gt.width, gt.height);
-        // 1. Blur with a random iso/aniso Gaussian kernel.
-        let total: f64 = c.kernel_prob.iter().sum();
-        let mut pick = rng.random::<f64>() * total;
-        let mut kind = c.kernel_list[c.kernel_list.len() - 1];
-        for (k, p) in c.kernel_list.iter().zip(&c.kernel_prob) {
-            if pick < *p {
-                kind = *k;
-                break;
-            }
-            pick -= p;
-        }
-        let [s0, s1] = c.blur_sigma;
-        let kernel = match kind {
-            KernelKind::Iso => {
-                let s = uniform(rng, s0, s1);
-                bivariate_gaussian(c.blur_kernel_size, s, s, 0.0, true)?
-            }
-            KernelKind::Aniso => {
-                let sx = uniform(rng, s0, s1);
-                let sy = uniform(rng, s0, s1);
-                let theta = uniform(rng, -std::f64::consts::PI, std::f64::consts::PI);
-                bivariate_gaussian(c.blur_kernel_size, sx, sy, theta, false)?
-            }
+        // 1. Blur with a random kernel (the reference's default β ranges, unused by its
+        //    iso/aniso configs).
+        let ranges = KernelRanges {
+            sigma: c.blur_sigma,
+            betag: [0.5, 8.0],
+            betap: [0.5, 8.0],
         };
+        let kernel = random_mixed_kernel(
+            rng,
+            &c.kernel_list,
+            &c.kernel_prob,
+            c.blur_kernel_size,
+            &ranges,
+        )?;
         let img = filter2d(gt, &kernel)?;
         // 2. Downsample.
         let scale = uniform(rng, c.downsample_range[0], c.downsample_range[1]);
@@ -433,11 +426,7 @@ impl CodeformerDataset {
     }
 }
 
-fn uniform(rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> f64 {
-    lo + (hi - lo) * rng.random::<f64>()
-}
-
-fn to_chw(img: &HwcImage) -> Vec<f32> {
+pub(crate) fn to_chw(img: &HwcImage) -> Vec<f32> {
     let (h, w) = (img.height, img.width);
     let mut out = vec![0.0; 3 * h * w];
     for (i, px) in img.data.chunks_exact(3).enumerate() {
@@ -446,6 +435,20 @@ fn to_chw(img: &HwcImage) -> Vec<f32> {
         }
     }
     out
+}
+
+impl TrainingSet for CodeformerDataset {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn out_size(&self) -> usize {
+        self.config.out_size
+    }
+
+    fn sample(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<Sample> {
+        CodeformerDataset::sample(self, index, rng)
+    }
 }
 
 /// Encodes to JPEG at `quality` and decodes again (OpenCV's `imencode`/`imdecode` in the
@@ -613,7 +616,7 @@ pub fn batch_indices(len: usize, batch: usize, seed: u64, step: u64) -> Vec<(usi
 
 /// Builds the batch of `step` using up to `workers` threads.
 pub fn make_batch(
-    dataset: &CodeformerDataset,
+    dataset: &dyn TrainingSet,
     batch: usize,
     seed: u64,
     step: u64,
@@ -653,12 +656,14 @@ fn collate(step: u64, size: usize, samples: Vec<Result<Sample>>) -> Result<Batch
         gt: Vec::with_capacity(samples.len() * 3 * size * size),
         lq: Vec::with_capacity(samples.len() * 3 * size * size),
         prompts: Vec::with_capacity(samples.len()),
+        kernels: Vec::new(),
     };
     for s in samples {
         let s = s?;
         batch.gt.extend(s.gt);
         batch.lq.extend(s.lq);
         batch.prompts.push(s.prompt);
+        batch.kernels.extend(s.kernels);
     }
     Ok(batch)
 }
@@ -692,7 +697,7 @@ pub struct Loader {
 impl Loader {
     /// Starts preparing the batches of steps `start..end`.
     pub fn spawn(
-        dataset: Arc<CodeformerDataset>,
+        dataset: Arc<dyn TrainingSet>,
         batch: usize,
         seed: u64,
         start: u64,
@@ -705,7 +710,7 @@ impl Loader {
             .name("diffbir-train-loader".into())
             .spawn(move || {
                 for step in start..end {
-                    let b = make_batch(&dataset, batch, seed, step, workers);
+                    let b = make_batch(dataset.as_ref(), batch, seed, step, workers);
                     let failed = b.is_err();
                     if tx.send(b).is_err() || failed {
                         break;

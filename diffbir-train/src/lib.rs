@@ -6,6 +6,9 @@
 //!   dataset's OpenCV blur and resizes);
 //! - [`data`]: file lists and folders, the `CodeformerDataset` crops and degradations, and
 //!   a loader preparing batches on worker threads beside the training step;
+//! - [`realesrgan`]: v2.1's `RealESRGANDataset` (parquet lists with long and short
+//!   captions) and `RealESRGANBatchTransform` (the second-order degradation and its
+//!   training-pair pools, run on the training device);
 //! - [`config`]: TOML configs mirroring `configs/train/train_stage{1,2}.yaml`;
 //! - [`stage1`], [`stage2`]: the trainers;
 //! - [`optim`]: AdamW with PyTorch's update rule and path-keyed, saveable state;
@@ -36,6 +39,7 @@ mod error;
 pub mod metrics;
 pub mod optim;
 pub mod parallel;
+pub mod realesrgan;
 mod run;
 pub mod stage1;
 pub mod stage2;

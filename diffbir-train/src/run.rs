@@ -9,8 +9,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 use serde_json::{Value, json};
 
+use crate::data::{Batch, Loader};
 use crate::error::{Error, Result};
-use crate::state::{latest_state, remove_partial_files};
+use crate::realesrgan::RealEsrganTransform;
+use crate::state::{Named, TrainState, latest_state, remove_partial_files};
 
 /// Where and how long to run.
 #[derive(Debug, Clone)]
@@ -170,6 +172,53 @@ pub(crate) fn check_batch_fits(images: usize, batch_size: usize) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The next batch: the loader's, passed through the batch transform when there is one.
+pub(crate) fn next_batch(
+    loader: &mut Loader,
+    transform: Option<&mut RealEsrganTransform>,
+    shards: &[std::ops::Range<usize>],
+    seed: u64,
+) -> Result<Batch> {
+    let batch = loader.next_batch()?;
+    match transform {
+        Some(t) => t.apply(&batch, shards, seed, batch.step),
+        None => Ok(batch),
+    }
+}
+
+/// The batch transform's pools for a checkpoint (nothing without a transform).
+pub(crate) fn data_state(
+    transform: Option<&RealEsrganTransform>,
+    size: usize,
+) -> Result<(Vec<Named>, String)> {
+    match transform {
+        Some(t) => t.state(size),
+        None => Ok((Vec::new(), String::new())),
+    }
+}
+
+/// Puts a resumed state's pools back into the batch transform.
+pub(crate) fn restore_data(
+    transform: Option<&mut RealEsrganTransform>,
+    state: &mut TrainState,
+    path: &Path,
+) -> Result<()> {
+    let data = std::mem::take(&mut state.data);
+    match transform {
+        Some(t) => t
+            .restore(data, &state.data_meta)
+            .map_err(|e| Error::Checkpoint {
+                path: path.into(),
+                reason: e.to_string(),
+            }),
+        None if data.is_empty() => Ok(()),
+        None => Err(Error::Checkpoint {
+            path: path.into(),
+            reason: "holds training pools, but this config has no batch transform".into(),
+        }),
+    }
 }
 
 pub(crate) fn due(step: u64, every: u64) -> bool {

@@ -7,7 +7,6 @@
 //! loss of its part of the global batch and the gradients are summed (see
 //! [`crate::parallel`]): the update is the one a single device makes with the whole batch.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -23,7 +22,8 @@ use crate::metrics::{psnr, ssim};
 use crate::optim::{AdamW, AdamWConfig, frozen, trainable};
 use crate::parallel::{Replica, combine, parse_devices, run_step, shards};
 use crate::run::{
-    Event, RunDir, RunOptions, Summary, Validation, check_batch_fits, due, save_grid, to_tensor,
+    Event, RunDir, RunOptions, Summary, Validation, check_batch_fits, data_state, due, next_batch,
+    restore_data, save_grid, to_tensor,
 };
 use crate::state::{
     TrainState, load_state, module_tensors, official_tensors, save_state, state_path, weights_path,
@@ -91,7 +91,10 @@ pub fn train_stage1(
     let config_text = config.to_toml()?;
     let (mut dir, latest) = RunDir::open(options)?;
 
-    let train_set = Arc::new(CodeformerDataset::new(&config.dataset.train, 0.5)?);
+    let (train_set, mut transform) =
+        config
+            .dataset
+            .open(config.batch_transform.as_ref(), 0.5, parts.len(), &device)?;
     check_batch_fits(train_set.len(), t.batch_size)?;
     let val = match (&config.dataset.val, t.val_every) {
         (Some(v), every) if every > 0 => Some(validation_batches(
@@ -105,8 +108,9 @@ pub fn train_stage1(
     let mut optim = AdamW::new(AdamWConfig::new(t.learning_rate).with_weight_decay(t.weight_decay));
     let (model, start, resumed_from) = match latest {
         Some((_, path)) => {
-            let state = load_state(&path)?;
+            let mut state = load_state(&path)?;
             check_compatible(&state, config, &path)?;
+            restore_data(transform.as_mut(), &mut state, &path)?;
             let mut model = config.model.init(&device)?;
             crate::state::apply_tensors(&mut model, state.model, &path)?;
             optim
@@ -174,7 +178,7 @@ pub fn train_stage1(
     let mut step = start;
     while step < end {
         let tick = Instant::now();
-        let batch = loader.next_batch()?;
+        let batch = next_batch(&mut loader, transform.as_mut(), &parts, t.seed)?;
         let want_pred = due(step + 1, t.image_every) || (step == 0 && t.image_every > 0);
         let results = run_step(
             &device,
@@ -232,7 +236,8 @@ pub fn train_stage1(
             validations.push(v);
         }
         if due(step, t.ckpt_every) || step == end {
-            let path = checkpoint(&dir, &model, &optim, config, &config_text, step)?;
+            let data = data_state(transform.as_ref(), batch.size)?;
+            let path = checkpoint(&dir, &model, &optim, config, &config_text, step, data)?;
             observer(&Event::Checkpoint { step, path });
         }
     }
@@ -262,6 +267,7 @@ fn checkpoint(
     config: &Stage1TrainConfig,
     config_text: &str,
     step: u64,
+    (data, data_meta): (Vec<crate::state::Named>, String),
 ) -> Result<std::path::PathBuf> {
     let inference = frozen(model.clone());
     write_safetensors(
@@ -280,6 +286,8 @@ fn checkpoint(
             model: module_tensors(&inference)?,
             optimizer: optim.state_tensors(),
             optimizer_step: optim.step_count(),
+            data,
+            data_meta,
         },
     )?;
     Ok(path)
@@ -305,11 +313,16 @@ fn check_compatible(
     let saved: Stage1TrainConfig = toml::from_str(&state.config)
         .map_err(|e| bad(format!("its stored config does not parse: {e}")))?;
     let same = |a: &dyn erased::Ser, b: &dyn erased::Ser| a.json() == b.json();
-    let checks: [(&str, bool); 5] = [
+    let checks: [(&str, bool); 6] = [
         ("model", same(&saved.model, &config.model)),
         (
-            "dataset.train",
-            same(&saved.dataset.train, &config.dataset.train),
+            "dataset.train / dataset.realesrgan",
+            same(&saved.dataset.train, &config.dataset.train)
+                && same(&saved.dataset.realesrgan, &config.dataset.realesrgan),
+        ),
+        (
+            "batch_transform",
+            same(&saved.batch_transform, &config.batch_transform),
         ),
         ("train.seed", saved.train.seed == config.train.seed),
         (

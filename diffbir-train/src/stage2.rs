@@ -23,7 +23,6 @@
 //! batch (see [`crate::parallel`]). Each sample's timesteps and noise are the ones it gets in
 //! a single-device run, so the update does not depend on the device count.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -39,11 +38,14 @@ use rand::Rng;
 use serde_json::json;
 
 use crate::config::{Stage2TrainConfig, TrainConfig};
-use crate::data::{Batch, CodeformerDataset, Loader, rng_for, stream};
+use crate::data::{Batch, Loader, rng_for, stream};
 use crate::error::{Error, Result};
 use crate::optim::{AdamW, AdamWConfig, frozen, trainable};
 use crate::parallel::{Replica, combine, parse_devices, run_step, scalar, shards};
-use crate::run::{Event, RunDir, RunOptions, Summary, check_batch_fits, due, save_grid, to_tensor};
+use crate::run::{
+    Event, RunDir, RunOptions, Summary, check_batch_fits, data_state, due, next_batch,
+    restore_data, save_grid, to_tensor,
+};
 use crate::state::{
     Named, TrainState, apply_tensors, load_state, module_tensors, official_tensors, save_state,
     state_path, weights_path, write_safetensors,
@@ -361,14 +363,16 @@ pub fn train_stage2(
     let end = options.steps.unwrap_or(t.train_steps);
     let config_text = config.to_toml()?;
     let (mut dir, latest) = RunDir::open(options)?;
-    let train_set = Arc::new(CodeformerDataset::new(
-        &config.dataset.train,
+    let (train_set, mut transform) = config.dataset.open(
+        config.batch_transform.as_ref(),
         t.p_empty_prompt,
-    )?);
+        ranges.len(),
+        &device,
+    )?;
     check_batch_fits(train_set.len(), t.batch_size)?;
-    if !config.dataset.train.out_size.is_multiple_of(8) {
+    if !config.dataset.out_size().is_multiple_of(8) {
         return Err(Error::field(
-            "dataset.train.out_size",
+            "dataset.out_size",
             "stage 2 needs a multiple of 8 (the VAE's downsampling)",
         ));
     }
@@ -377,13 +381,14 @@ pub fn train_stage2(
     let mut optim = AdamW::new(AdamWConfig::new(t.learning_rate).with_weight_decay(t.weight_decay));
     let (controlnet, start, resumed_from) = match latest {
         Some((_, path)) => {
-            let state = load_state(&path)?;
+            let mut state = load_state(&path)?;
             if state.stage != STAGE2 || state.seed != t.seed {
                 return Err(Error::Checkpoint {
                     path,
                     reason: "belongs to another run (stage or seed differ)".into(),
                 });
             }
+            restore_data(transform.as_mut(), &mut state, &path)?;
             let mut cn = init_controlnet(&config.model.controlnet, &device)?;
             apply_tensors(&mut cn, state.model, &path)?;
             optim
@@ -452,7 +457,7 @@ pub fn train_stage2(
     let mut step = start;
     while step < end {
         let tick = Instant::now();
-        let batch = loader.next_batch()?;
+        let batch = next_batch(&mut loader, transform.as_mut(), &ranges, t.seed)?;
         let want_cond = due(step + 1, t.image_every) || (step == 0 && t.image_every > 0);
         let global = batch.len();
         let results = run_step(
@@ -529,6 +534,7 @@ pub fn train_stage2(
                 None,
             )?;
             let path = state_path(&dir.checkpoints, step);
+            let (data, data_meta) = data_state(transform.as_ref(), batch.size)?;
             save_state(
                 &path,
                 &TrainState {
@@ -539,6 +545,8 @@ pub fn train_stage2(
                     model: module_tensors(&inference)?,
                     optimizer: optim.state_tensors(),
                     optimizer_step: optim.step_count(),
+                    data,
+                    data_meta,
                 },
             )?;
             observer(&Event::Checkpoint { step, path });

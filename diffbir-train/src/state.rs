@@ -45,6 +45,11 @@ pub struct TrainState {
     pub optimizer: Vec<Named>,
     /// AdamW steps (equals `step`).
     pub optimizer_step: u64,
+    /// The data pipeline's own state (the Real-ESRGAN training pools), empty when it has
+    /// none.
+    pub data: Vec<Named>,
+    /// Its description (JSON), empty when it has none.
+    pub data_meta: String,
 }
 
 /// `dir/NNNNNNN.state.safetensors`.
@@ -159,7 +164,13 @@ pub fn save_state(path: &Path, state: &TrainState) -> Result<()> {
             .iter()
             .map(|(n, d)| (format!("optim.{n}"), d.clone())),
     );
-    let metadata = HashMap::from([
+    tensors.extend(
+        state
+            .data
+            .iter()
+            .map(|(n, d)| (format!("data.{n}"), d.clone())),
+    );
+    let mut metadata = HashMap::from([
         ("format".to_string(), STATE_FORMAT.to_string()),
         ("stage".to_string(), state.stage.clone()),
         ("step".to_string(), state.step.to_string()),
@@ -177,6 +188,9 @@ pub fn save_state(path: &Path, state: &TrainState) -> Result<()> {
         ),
         ("config".to_string(), state.config.clone()),
     ]);
+    if !state.data_meta.is_empty() {
+        metadata.insert("data".to_string(), state.data_meta.clone());
+    }
     write_safetensors(path, &tensors, Some(metadata))
 }
 
@@ -202,11 +216,14 @@ pub fn load_state(path: &Path) -> Result<TrainState> {
     };
     let mut model = Vec::new();
     let mut optimizer = Vec::new();
+    let mut data_tensors = Vec::new();
     for (name, data) in tensors {
         if let Some(n) = name.strip_prefix("model.") {
             model.push((n.to_string(), data));
         } else if let Some(n) = name.strip_prefix("optim.") {
             optimizer.push((n.to_string(), data));
+        } else if let Some(n) = name.strip_prefix("data.") {
+            data_tensors.push((n.to_string(), data));
         } else {
             return Err(bad(format!("unexpected tensor `{name}`")));
         }
@@ -219,6 +236,8 @@ pub fn load_state(path: &Path) -> Result<TrainState> {
         model,
         optimizer,
         optimizer_step: num("optimizer_step")?,
+        data: data_tensors,
+        data_meta: meta.get("data").cloned().unwrap_or_default(),
     })
 }
 

@@ -99,8 +99,9 @@ fn kill_config(dir: &Path) -> PathBuf {
     config.train.val_every = 0;
     config.train.image_every = 0;
     config.dataset.val = None;
-    let folder = config.dataset.train.folder.clone().unwrap();
-    config.dataset.train.folder = Some(resolve(Path::new("."), &folder));
+    let train = config.dataset.train.as_mut().unwrap();
+    let folder = train.folder.clone().unwrap();
+    train.folder = Some(resolve(Path::new("."), &folder));
     let path = dir.join("kill.toml");
     std::fs::write(&path, config.to_toml().unwrap()).unwrap();
     path
@@ -232,7 +233,7 @@ fn reference_size_configs_parse() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
     let s1: Stage1TrainConfig = load_config(&dir.join("train_stage1.toml")).unwrap();
     assert_eq!(s1.train.batch_size, 96);
-    assert_eq!(s1.dataset.train.out_size, 512);
+    assert_eq!(s1.dataset.out_size(), 512);
     // Stage 2 parses, then asks for the SD checkpoint it names.
     let err =
         load_config::<diffbir_train::config::Stage2TrainConfig>(&dir.join("train_stage2.toml"))

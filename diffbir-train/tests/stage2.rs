@@ -37,7 +37,11 @@ fn run_and_compare(mut config: Stage2TrainConfig, steps: u64) -> (f64, f64) {
     // The same batch and draws, scored with the initial and the trained ControlNet.
     let device = Device::flex();
     let parts = Frozen::load(&config, &device).unwrap();
-    let data = CodeformerDataset::new(&config.dataset.train, config.train.p_empty_prompt).unwrap();
+    let data = CodeformerDataset::new(
+        config.dataset.train.as_ref().unwrap(),
+        config.train.p_empty_prompt,
+    )
+    .unwrap();
     let batch = make_batch(&data, config.train.batch_size, 7, 1000, 1).unwrap();
     let mut initial = init_controlnet(&config.model.controlnet, &device).unwrap();
     initial.init_from_unet(&parts.unet).unwrap();

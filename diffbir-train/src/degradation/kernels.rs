@@ -6,6 +6,8 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use diffbir_core::Result;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
 
 use super::invalid;
 
@@ -336,6 +338,100 @@ pub fn usm_kernel(radius: usize, sigma: f64) -> Result<Kernel> {
     Ok(Kernel { size, values })
 }
 
+/// A blur-kernel family of `random_mixed_kernels` (the names of DiffBIR's configs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelKind {
+    /// Isotropic Gaussian.
+    Iso,
+    /// Anisotropic Gaussian.
+    Aniso,
+    /// Isotropic generalized Gaussian.
+    GeneralizedIso,
+    /// Anisotropic generalized Gaussian.
+    GeneralizedAniso,
+    /// Isotropic plateau.
+    PlateauIso,
+    /// Anisotropic plateau.
+    PlateauAniso,
+}
+
+/// `random.choices(items, weights)[0]`: one uniform draw scaled by the total weight, the first
+/// item whose cumulative weight exceeds it. `weights` must be non-negative with a positive
+/// sum and as long as `items` (not checked here: configs validate it).
+pub fn choose<T: Copy>(rng: &mut impl Rng, items: &[T], weights: &[f64]) -> T {
+    let total: f64 = weights.iter().sum();
+    let mut pick = rng.random::<f64>() * total;
+    for (item, w) in items.iter().zip(weights) {
+        if pick < *w {
+            return *item;
+        }
+        pick -= w;
+    }
+    items[items.len() - 1]
+}
+
+/// A uniform draw in `[lo, hi)` (`np.random.uniform(lo, hi)`; `lo` when they are equal).
+pub fn uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
+    lo + (hi - lo) * rng.random::<f64>()
+}
+
+/// The parameter ranges of [`random_mixed_kernel`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KernelRanges {
+    /// σ range of both axes.
+    pub sigma: [f64; 2],
+    /// β range of the generalized Gaussians.
+    pub betag: [f64; 2],
+    /// β range of the plateaus.
+    pub betap: [f64; 2],
+}
+
+/// `random_mixed_kernels(kinds, probs, k, sigma, sigma, [−π, π], betag, betap, None)`: picks a
+/// family, then draws, in the reference's order, σx, (σy and θ for anisotropic families), and
+/// β (from `[β_min, 1)` or `[1, β_max)` with probability ½ each).
+pub fn random_mixed_kernel(
+    rng: &mut impl Rng,
+    kinds: &[KernelKind],
+    probs: &[f64],
+    kernel_size: usize,
+    ranges: &KernelRanges,
+) -> Result<Kernel> {
+    use std::f64::consts::PI;
+    let kind = choose(rng, kinds, probs);
+    let isotropic = matches!(
+        kind,
+        KernelKind::Iso | KernelKind::GeneralizedIso | KernelKind::PlateauIso
+    );
+    let [s0, s1] = ranges.sigma;
+    let sx = uniform(rng, s0, s1);
+    let (sy, theta) = if isotropic {
+        (sx, 0.0)
+    } else {
+        (uniform(rng, s0, s1), uniform(rng, -PI, PI))
+    };
+    let mut beta = |[lo, hi]: [f64; 2]| {
+        if rng.random::<f64>() < 0.5 {
+            uniform(rng, lo, 1.0)
+        } else {
+            uniform(rng, 1.0, hi)
+        }
+    };
+    match kind {
+        KernelKind::Iso | KernelKind::Aniso => {
+            bivariate_gaussian(kernel_size, sx, sy, theta, isotropic)
+        }
+        KernelKind::GeneralizedIso | KernelKind::GeneralizedAniso => {
+            let b = beta(ranges.betag);
+            bivariate_generalized_gaussian(kernel_size, sx, sy, theta, b, isotropic)
+        }
+        KernelKind::PlateauIso | KernelKind::PlateauAniso => {
+            let b = beta(ranges.betap);
+            bivariate_plateau(kernel_size, sx, sy, theta, b, isotropic)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,5 +517,53 @@ mod tests {
     fn singular_or_zero_sigma_is_an_error() {
         assert!(bivariate_gaussian(5, 0.0, 1.0, 0.0, true).is_err());
         assert!(circular_lowpass_kernel(1.0, 4, 0).is_err());
+    }
+
+    #[test]
+    fn random_kernels_follow_their_family_and_ranges() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let ranges = KernelRanges {
+            sigma: [0.2, 3.0],
+            betag: [0.5, 4.0],
+            betap: [1.0, 2.0],
+        };
+        for kind in [
+            KernelKind::Iso,
+            KernelKind::Aniso,
+            KernelKind::GeneralizedIso,
+            KernelKind::GeneralizedAniso,
+            KernelKind::PlateauIso,
+            KernelKind::PlateauAniso,
+        ] {
+            for size in [7, 21] {
+                let k = random_mixed_kernel(&mut rng, &[kind], &[1.0], size, &ranges).unwrap();
+                assert_eq!(k.size, size);
+                assert!(close(k.sum(), 1.0, 1e-12));
+                let c = size / 2;
+                let symmetric = (0..size).all(|i| close(k.at(i, c), k.at(c, i), 1e-15));
+                let iso = matches!(
+                    kind,
+                    KernelKind::Iso | KernelKind::GeneralizedIso | KernelKind::PlateauIso
+                );
+                if iso {
+                    assert!(symmetric, "{kind:?} must be isotropic");
+                }
+            }
+        }
+        // The same draws reproduce the same kernel; the family follows the weights.
+        let mut a = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let mut b = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let kinds = [KernelKind::Iso, KernelKind::PlateauAniso];
+        assert_eq!(
+            random_mixed_kernel(&mut a, &kinds, &[0.5, 0.5], 11, &ranges).unwrap(),
+            random_mixed_kernel(&mut b, &kinds, &[0.5, 0.5], 11, &ranges).unwrap()
+        );
+        let picks: Vec<usize> = (0..2000)
+            .map(|_| choose(&mut rng, &[0usize, 1, 2], &[0.7, 0.0, 0.3]))
+            .collect();
+        let count = |v: usize| picks.iter().filter(|&&p| p == v).count();
+        assert_eq!(count(1), 0);
+        assert!((1300..1500).contains(&count(0)), "{}", count(0));
     }
 }

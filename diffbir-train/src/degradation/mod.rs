@@ -2,24 +2,28 @@
 //!
 //! - [`kernels`]: the blur kernels of `dataset/degradation.py` (isotropic / anisotropic
 //!   Gaussian, generalized Gaussian, plateau, circular low-pass "sinc"), computed in f64 like
-//!   numpy, and OpenCV's `getGaussianKernel`;
+//!   numpy, OpenCV's `getGaussianKernel`, and `random_mixed_kernels`;
 //! - [`filter`]: the batched `filter2D` (reflect padding, one kernel per sample or one for all)
 //!   and USM sharpening, on tensors;
 //! - [`jpeg`]: DiffJPEG, with torch's rounding (training) or the differentiable rounding;
-//! - [`noise`]: `add_gaussian_noise_pt` (per-sample sigma, gray noise), drawing from a
-//!   [`NoiseSource`](diffbir_core::NoiseSource) so recorded draws can be replayed;
+//! - [`noise`]: `add_gaussian_noise_pt` (per-sample sigma, gray noise; normal draws from a
+//!   [`NoiseSource`](diffbir_core::NoiseSource) so recorded draws can be replayed) and
+//!   `add_poisson_noise_pt`, with their `random_*` forms;
+//! - [`resize`]: PyTorch's `F.interpolate` (`area`, `bilinear`, `bicubic`; no antialiasing,
+//!   `align_corners=False`) to a size or by a scale factor;
 //! - [`cv`]: the CodeFormer dataset's OpenCV operations on HWC float images
 //!   (`cv2.filter2D` with `BORDER_REFLECT_101`, `cv2.resize` with `INTER_LINEAR`).
 //!
-//! The random choices of the original (kernel type, sigma, quality, …) are not drawn here:
-//! every function takes its parameters explicitly, so a caller can draw them with its own
-//! generator or take them from a recorded case.
+//! Every operation takes its parameters explicitly, so a caller can draw them with its own
+//! generator or take them from a recorded case; the `random_*` functions draw them, in the
+//! reference's order, from a generator the caller passes.
 
 pub mod cv;
 pub mod filter;
 pub mod jpeg;
 pub mod kernels;
 pub mod noise;
+pub mod resize;
 
 use diffbir_core::Error;
 

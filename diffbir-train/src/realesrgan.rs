@@ -1,0 +1,1282 @@
+//! The Real-ESRGAN second-order degradation of DiffBIR v2.1 (spec §10.2):
+//! [`RealEsrganDataset`] (`RealESRGANDataset`: images with long/short captions from parquet
+//! lists, the three random kernels per sample) and [`RealEsrganTransform`]
+//! (`RealESRGANBatchTransform`: USM sharpening, two rounds of blur → resize → noise → JPEG,
+//! the final sinc filter, and the 256-pair training pool), on tensors of any device.
+//!
+//! As everywhere in this crate, the random draws come from ChaCha8 streams derived from the
+//! run's seed: a sample's from its global sample number (so workers can prepare it anywhere),
+//! a batch transform's from the step and the data-parallel shard. The draws follow the
+//! reference's order; the generators are not PyTorch's or NumPy's, so the same seed gives
+//! different (equally distributed) degradations than the reference.
+
+use std::f64::consts::PI;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use diffbir_core::NoiseSource;
+use image::RgbImage;
+use rand::Rng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::resolve;
+use crate::data::{
+    Batch, CropType, ImageEntry, Sample, TrainingSet, crop, rng_for, scan_folder, stream,
+};
+use crate::degradation::filter::{UsmSharp, filter2d};
+use crate::degradation::jpeg::{DiffJpeg, JpegQuality};
+use crate::degradation::kernels::{
+    Kernel, KernelKind, KernelRanges, choose, circular_lowpass_kernel, random_mixed_kernel, uniform,
+};
+use crate::degradation::noise::{random_add_gaussian_noise_pt, random_add_poisson_noise_pt};
+use crate::degradation::resize::{InterpolateMode, interpolate_scale, interpolate_size};
+use crate::error::{Error, Result};
+use crate::state::Named;
+
+/// Side every kernel is zero-padded to, and the largest kernel drawn (the reference's fixed
+/// `kernel_range = [7, 9, …, 21]`).
+pub const KERNEL_SIZE: usize = 21;
+/// The smallest kernel drawn.
+const MIN_KERNEL: usize = 7;
+
+/// One parquet list of `file_metas`: the file and the names of its columns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMeta {
+    /// The parquet file (relative image paths in it are relative to its folder).
+    pub file_list: PathBuf,
+    /// Column of the image paths (reference: `image_path`).
+    pub image_path_key: String,
+    /// Column of the short captions (reference: `llava_short`).
+    pub short_prompt_key: String,
+    /// Column of the long captions (reference: `llava_long`).
+    pub long_prompt_key: String,
+}
+
+/// An image with both of its captions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptionedImage {
+    /// The image file.
+    pub path: PathBuf,
+    /// Short caption.
+    pub short_prompt: String,
+    /// Long caption.
+    pub long_prompt: String,
+}
+
+/// Reads one parquet list (`load_file_metas`): every row's image path and both captions.
+/// Missing captions (nulls) read as empty.
+pub fn read_parquet_list(meta: &FileMeta) -> Result<Vec<CaptionedImage>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+
+    let path = &meta.file_list;
+    let bad = |reason: String| Error::Data(format!("{}: {reason}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| bad(e.to_string()))?;
+    let schema = reader.metadata().file_metadata().schema_descr();
+    let names: Vec<String> = schema
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    for key in [
+        &meta.image_path_key,
+        &meta.short_prompt_key,
+        &meta.long_prompt_key,
+    ] {
+        if !names.contains(key) {
+            return Err(bad(format!(
+                "has no column `{key}` (its columns: {})",
+                names.join(", ")
+            )));
+        }
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let rows = reader.get_row_iter(None).map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::new();
+    for (i, row) in rows.enumerate() {
+        let row = row.map_err(|e| bad(format!("row {i}: {e}")))?;
+        let mut image = None;
+        let (mut short, mut long) = (String::new(), String::new());
+        for (name, field) in row.get_column_iter() {
+            let text = match field {
+                Field::Str(s) => Some(s.clone()),
+                Field::Null => None,
+                other => {
+                    if name == &meta.image_path_key
+                        || name == &meta.short_prompt_key
+                        || name == &meta.long_prompt_key
+                    {
+                        return Err(bad(format!(
+                            "row {i}: column `{name}` holds {other}, not text"
+                        )));
+                    }
+                    continue;
+                }
+            };
+            if name == &meta.image_path_key {
+                image = text;
+            } else if name == &meta.short_prompt_key {
+                short = text.unwrap_or_default();
+            } else if name == &meta.long_prompt_key {
+                long = text.unwrap_or_default();
+            }
+        }
+        let image = image.ok_or_else(|| bad(format!("row {i} has no image path")))?;
+        let file = Path::new(&image);
+        out.push(CaptionedImage {
+            path: if file.is_absolute() {
+                file.to_path_buf()
+            } else {
+                dir.join(file)
+            },
+            short_prompt: short,
+            long_prompt: long,
+        });
+    }
+    Ok(out)
+}
+
+/// The blur-kernel parameters of one degradation round.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelConfig {
+    /// Kernel families.
+    pub kernel_list: Vec<KernelKind>,
+    /// Their probabilities.
+    pub kernel_prob: Vec<f64>,
+    /// σ range.
+    pub blur_sigma: [f64; 2],
+    /// β range of the generalized Gaussians.
+    pub betag_range: [f64; 2],
+    /// β range of the plateaus.
+    pub betap_range: [f64; 2],
+    /// Probability of a sinc kernel instead.
+    pub sinc_prob: f64,
+}
+
+/// `RealESRGANDataset`'s parameters (the `dataset.train` part of `train_stage2_v2.1.yaml`),
+/// plus where the images are. The second round's kernel settings carry the suffix `2` in
+/// the reference; here they are the `[… .kernel2]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealEsrganConfig {
+    /// Parquet lists with captions (`file_metas`).
+    #[serde(default)]
+    pub file_metas: Vec<FileMeta>,
+    /// Or a folder searched recursively for images (no captions).
+    #[serde(default)]
+    pub folder: Option<PathBuf>,
+    /// Use only the first `limit` images.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Probability of the long caption (reference: 0.2).
+    #[serde(default)]
+    pub p_long_prompt: f64,
+    /// Probability that the caption is dropped (reference: 0.2).
+    #[serde(default)]
+    pub p_empty_prompt: f64,
+    /// Image side (reference: 512).
+    pub out_size: usize,
+    /// Cropping rule (reference: `none`, the images are already `out_size²`).
+    #[serde(default)]
+    pub crop_type: CropType,
+    /// Horizontal flips with probability ½.
+    #[serde(default)]
+    pub use_hflip: bool,
+    /// Vertical flips and transposes with probability ½ each.
+    #[serde(default)]
+    pub use_rot: bool,
+    /// The reference's `blur_kernel_size` (21; the kernels are always padded to 21).
+    #[serde(default = "default_kernel_size")]
+    pub blur_kernel_size: usize,
+    /// The first round's kernels (reference: six families, σ `[0.2, 3]`, sinc 0.1).
+    pub kernel1: KernelConfig,
+    /// The second round's kernels (reference: σ `[0.2, 1.5]`).
+    pub kernel2: KernelConfig,
+    /// Probability of the final sinc filter (reference: 0.8; otherwise a pulse).
+    pub final_sinc_prob: f64,
+}
+
+fn default_kernel_size() -> usize {
+    KERNEL_SIZE
+}
+
+fn check_probability(field: String, p: f64) -> Result<()> {
+    if (0.0..=1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(Error::field(field, format!("must lie in [0, 1], got {p}")))
+    }
+}
+
+fn check_weights(field: String, weights: &[f64], n: usize) -> Result<()> {
+    if weights.len() != n
+        || weights.iter().any(|p| !(p.is_finite() && *p >= 0.0))
+        || weights.iter().sum::<f64>() <= 0.0
+    {
+        return Err(Error::field(
+            field,
+            format!("needs {n} non-negative weights with a positive sum"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_range(field: String, [lo, hi]: [f64; 2], min: f64) -> Result<()> {
+    if lo.is_finite() && hi.is_finite() && lo >= min && lo <= hi {
+        Ok(())
+    } else {
+        Err(Error::field(
+            field,
+            format!("must be [low, high] with {min} <= low <= high, got [{lo}, {hi}]"),
+        ))
+    }
+}
+
+impl KernelConfig {
+    fn validate(&self, section: &str) -> Result<()> {
+        let field = |name: &str| format!("{section}.{name}");
+        if self.kernel_list.is_empty() {
+            return Err(Error::field(field("kernel_list"), "must not be empty"));
+        }
+        check_weights(
+            field("kernel_prob"),
+            &self.kernel_prob,
+            self.kernel_list.len(),
+        )?;
+        check_range(field("blur_sigma"), self.blur_sigma, f64::MIN_POSITIVE)?;
+        check_range(field("betag_range"), self.betag_range, f64::MIN_POSITIVE)?;
+        check_range(field("betap_range"), self.betap_range, f64::MIN_POSITIVE)?;
+        check_probability(field("sinc_prob"), self.sinc_prob)
+    }
+
+    fn ranges(&self) -> KernelRanges {
+        KernelRanges {
+            sigma: self.blur_sigma,
+            betag: self.betag_range,
+            betap: self.betap_range,
+        }
+    }
+
+    /// A kernel of a random size in `7..=21` (odd), sinc with probability `sinc_prob`
+    /// (cut-off `U(π/3, π)` below size 13, `U(π/5, π)` from 13 on), zero-padded to 21.
+    fn draw(&self, rng: &mut impl Rng) -> Result<Kernel> {
+        let size = kernel_size(rng);
+        let kernel = if rng.random::<f64>() < self.sinc_prob {
+            let low = if size < 13 { PI / 3.0 } else { PI / 5.0 };
+            circular_lowpass_kernel(uniform(rng, low, PI), size, 0)?
+        } else {
+            random_mixed_kernel(
+                rng,
+                &self.kernel_list,
+                &self.kernel_prob,
+                size,
+                &self.ranges(),
+            )?
+        };
+        Ok(kernel.pad_to(KERNEL_SIZE))
+    }
+}
+
+/// `random.choice([7, 9, …, 21])`.
+fn kernel_size(rng: &mut impl Rng) -> usize {
+    MIN_KERNEL + 2 * rng.random_range(0..=(KERNEL_SIZE - MIN_KERNEL) / 2)
+}
+
+impl RealEsrganConfig {
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        for meta in &mut self.file_metas {
+            meta.file_list = resolve(base, &meta.file_list);
+        }
+        if let Some(folder) = &mut self.folder {
+            *folder = resolve(base, folder);
+        }
+    }
+
+    /// Checks the values; errors name the field under `section`.
+    pub fn validate(&self, section: &str) -> Result<()> {
+        let field = |name: &str| format!("{section}.{name}");
+        if self.file_metas.is_empty() == self.folder.is_none() {
+            return Err(Error::field(
+                field("file_metas"),
+                "give exactly one of `file_metas` (parquet lists) and `folder`",
+            ));
+        }
+        if self.out_size < 8 {
+            return Err(Error::field(field("out_size"), "must be at least 8"));
+        }
+        if self.blur_kernel_size != KERNEL_SIZE {
+            return Err(Error::field(
+                field("blur_kernel_size"),
+                format!(
+                    "the kernels are drawn with sizes 7 to 21 and padded to 21, as in the \
+                     reference; set {KERNEL_SIZE}"
+                ),
+            ));
+        }
+        check_probability(field("p_long_prompt"), self.p_long_prompt)?;
+        check_probability(field("p_empty_prompt"), self.p_empty_prompt)?;
+        check_probability(field("final_sinc_prob"), self.final_sinc_prob)?;
+        self.kernel1.validate(&field("kernel1"))?;
+        self.kernel2.validate(&field("kernel2"))
+    }
+}
+
+/// `RealESRGANDataset`: images (parquet lists with captions, or a folder), the crop, a long
+/// or short caption, and the three kernels the batch transform applies.
+#[derive(Debug, Clone)]
+pub struct RealEsrganDataset {
+    entries: Vec<CaptionedImage>,
+    config: RealEsrganConfig,
+}
+
+impl RealEsrganDataset {
+    /// Lists the images of `config` (which must be validated).
+    pub fn new(config: &RealEsrganConfig) -> Result<Self> {
+        let mut entries = match &config.folder {
+            Some(dir) => scan_folder(dir)?
+                .into_iter()
+                .map(|ImageEntry { path, prompt }| CaptionedImage {
+                    path,
+                    short_prompt: prompt.clone(),
+                    long_prompt: prompt,
+                })
+                .collect(),
+            None => {
+                let mut all = Vec::new();
+                for meta in &config.file_metas {
+                    all.extend(read_parquet_list(meta)?);
+                }
+                all
+            }
+        };
+        if let Some(limit) = config.limit {
+            entries.truncate(limit);
+        }
+        if entries.is_empty() {
+            return Err(Error::Data(
+                "the Real-ESRGAN dataset lists no images (check `file_metas` or `folder`)".into(),
+            ));
+        }
+        Ok(Self {
+            entries,
+            config: config.clone(),
+        })
+    }
+
+    /// The images.
+    pub fn entries(&self) -> &[CaptionedImage] {
+        &self.entries
+    }
+
+    fn prepare(&self, img: RgbImage, prompt: String, rng: &mut ChaCha8Rng) -> Result<Sample> {
+        let c = &self.config;
+        let mut img = crop(img, c.out_size, c.crop_type, rng)?;
+        let prompt = if rng.random::<f64>() < c.p_empty_prompt {
+            String::new()
+        } else {
+            prompt
+        };
+        // BasicSR's `augment`: hflip, vflip, transpose, each drawn only when enabled.
+        let hflip = c.use_hflip && rng.random::<f64>() < 0.5;
+        let vflip = c.use_rot && rng.random::<f64>() < 0.5;
+        let transpose = c.use_rot && rng.random::<f64>() < 0.5;
+        if hflip {
+            image::imageops::flip_horizontal_in_place(&mut img);
+        }
+        if vflip {
+            image::imageops::flip_vertical_in_place(&mut img);
+        }
+        if transpose {
+            img = image::imageops::flip_horizontal(&image::imageops::rotate90(&img));
+        }
+        let kernel1 = c.kernel1.draw(rng)?;
+        let kernel2 = c.kernel2.draw(rng)?;
+        let sinc = if rng.random::<f64>() < c.final_sinc_prob {
+            let size = kernel_size(rng);
+            circular_lowpass_kernel(uniform(rng, PI / 3.0, PI), size, KERNEL_SIZE)?
+        } else {
+            let mut values = vec![0.0; KERNEL_SIZE * KERNEL_SIZE];
+            values[(KERNEL_SIZE / 2) * KERNEL_SIZE + KERNEL_SIZE / 2] = 1.0;
+            Kernel {
+                size: KERNEL_SIZE,
+                values,
+            }
+        };
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let mut gt = vec![0.0f32; 3 * h * w];
+        for (i, px) in img.as_raw().chunks_exact(3).enumerate() {
+            for (ch, v) in px.iter().enumerate() {
+                gt[ch * h * w + i] = (f64::from(*v) / 255.0) as f32;
+            }
+        }
+        let kernels = [kernel1, kernel2, sinc]
+            .iter()
+            .flat_map(|k| k.values.iter().map(|v| *v as f32))
+            .collect();
+        Ok(Sample {
+            gt,
+            lq: Vec::new(),
+            prompt,
+            kernels,
+        })
+    }
+}
+
+impl TrainingSet for RealEsrganDataset {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn out_size(&self) -> usize {
+        self.config.out_size
+    }
+
+    /// The caption (long with probability `p_long_prompt`), the image, the caption drop,
+    /// the flips, and the three kernels, in the reference's order. An unreadable image is
+    /// replaced by another one drawn from `rng` (up to five tries).
+    fn sample(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<Sample> {
+        let mut index = index;
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let entry = &self.entries[index];
+            let prompt = if rng.random::<f64>() < self.config.p_long_prompt {
+                &entry.long_prompt
+            } else {
+                &entry.short_prompt
+            };
+            match image::open(&entry.path) {
+                Ok(img) => return self.prepare(img.to_rgb8(), prompt.clone(), rng),
+                Err(e) => {
+                    last_error = format!("{}: {e}", entry.path.display());
+                    index = rng.random_range(0..self.entries.len());
+                }
+            }
+        }
+        Err(Error::Data(format!(
+            "five images in a row could not be read, the last: {last_error}"
+        )))
+    }
+}
+
+/// `stage2_scale`: a fixed factor or a range drawn per batch.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Stage2Scale {
+    /// One factor (reference: 4).
+    Fixed(f64),
+    /// `U(low, high)` per batch.
+    Range([f64; 2]),
+}
+
+/// The parameters of one degradation round's resize and noise.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundConfig {
+    /// Probabilities of up, down, keep.
+    pub resize_prob: [f64; 3],
+    /// `[down_min, up_max]` of the scale.
+    pub resize_range: [f64; 2],
+    /// Probability of Gaussian (else Poisson) noise.
+    pub gaussian_noise_prob: f64,
+    /// Gaussian σ range (8-bit levels).
+    pub noise_range: [f64; 2],
+    /// Poisson noise scale range.
+    pub poisson_scale_range: [f64; 2],
+    /// Per-sample probability of gray noise.
+    pub gray_noise_prob: f64,
+    /// JPEG quality range.
+    pub jpeg_range: [f64; 2],
+}
+
+impl RoundConfig {
+    fn validate(&self, section: &str) -> Result<()> {
+        let field = |name: &str| format!("{section}.{name}");
+        check_weights(field("resize_prob"), &self.resize_prob, 3)?;
+        check_range(field("resize_range"), self.resize_range, f64::MIN_POSITIVE)?;
+        if self.resize_range[0] > 1.0 || self.resize_range[1] < 1.0 {
+            return Err(Error::field(
+                field("resize_range"),
+                "must be [down, up] with down <= 1 <= up",
+            ));
+        }
+        check_probability(field("gaussian_noise_prob"), self.gaussian_noise_prob)?;
+        check_range(field("noise_range"), self.noise_range, 0.0)?;
+        check_range(field("poisson_scale_range"), self.poisson_scale_range, 0.0)?;
+        check_probability(field("gray_noise_prob"), self.gray_noise_prob)?;
+        check_range(field("jpeg_range"), self.jpeg_range, 1.0)?;
+        if self.jpeg_range[1] > 100.0 {
+            return Err(Error::field(field("jpeg_range"), "qualities go up to 100"));
+        }
+        Ok(())
+    }
+
+    /// `random.choices([up, down, keep], resize_prob)` and the scale of that choice.
+    fn draw_scale(&self, rng: &mut impl Rng) -> f64 {
+        match choose(rng, &[0u8, 1, 2], &self.resize_prob) {
+            0 => uniform(rng, 1.0, self.resize_range[1]),
+            1 => uniform(rng, self.resize_range[0], 1.0),
+            _ => 1.0,
+        }
+    }
+
+    /// Gaussian noise with probability `gaussian_noise_prob`, else Poisson; clipped.
+    fn add_noise(
+        &self,
+        x: Tensor<4>,
+        rng: &mut ChaCha8Rng,
+        noise: &mut NoiseSource,
+    ) -> Result<Tensor<4>> {
+        Ok(if rng.random::<f64>() < self.gaussian_noise_prob {
+            random_add_gaussian_noise_pt(
+                x,
+                self.noise_range,
+                self.gray_noise_prob,
+                true,
+                false,
+                rng,
+                noise,
+            )?
+        } else {
+            random_add_poisson_noise_pt(
+                x,
+                self.poisson_scale_range,
+                self.gray_noise_prob,
+                true,
+                false,
+                rng,
+            )?
+        })
+    }
+
+    /// JPEG with a per-sample quality `U(jpeg_range)`, after clamping to `[0, 1]`.
+    fn jpeg(&self, x: Tensor<4>, jpeger: &DiffJpeg, rng: &mut impl Rng) -> Result<Tensor<4>> {
+        let b = x.dims()[0];
+        let q: Vec<f32> = (0..b)
+            .map(|_| uniform(rng, self.jpeg_range[0], self.jpeg_range[1]) as f32)
+            .collect();
+        let q = Tensor::<1>::from_data(TensorData::new(q, [b]), &x.device());
+        Ok(jpeger.forward(x.clamp(0.0, 1.0), &JpegQuality::PerSample(q))?)
+    }
+}
+
+/// `random.choice(["area", "bilinear", "bicubic"])`.
+fn draw_mode(rng: &mut impl Rng) -> InterpolateMode {
+    [
+        InterpolateMode::Area,
+        InterpolateMode::Bilinear,
+        InterpolateMode::Bicubic,
+    ][rng.random_range(0..3)]
+}
+
+/// `RealESRGANBatchTransform`'s parameters (the `batch_transform` part of
+/// `train_stage2_v2.1.yaml`; the reference's `…2` settings are the `second` table).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealEsrganTransformConfig {
+    /// USM-sharpen the ground truth first (reference: true).
+    pub use_sharpener: bool,
+    /// Pairs in each training pool (reference: 256; a multiple of the per-device batch).
+    pub queue_size: usize,
+    /// The first round.
+    pub first: RoundConfig,
+    /// Probability of the second blur (reference: 0.8).
+    pub second_blur_prob: f64,
+    /// The second round works at `size / stage2_scale` (reference: 4).
+    pub stage2_scale: Stage2Scale,
+    /// The second round.
+    pub second: RoundConfig,
+}
+
+impl RealEsrganTransformConfig {
+    /// Checks the values against a global batch split into `shard` samples per device and
+    /// images of side `size`; errors name the field under `section`.
+    pub fn validate(&self, section: &str, shard: usize, size: usize) -> Result<()> {
+        let field = |name: &str| format!("{section}.{name}");
+        if self.queue_size == 0 || !self.queue_size.is_multiple_of(shard.max(1)) {
+            return Err(Error::field(
+                field("queue_size"),
+                format!(
+                    "must be a positive multiple of the per-device batch ({shard}), got {}",
+                    self.queue_size
+                ),
+            ));
+        }
+        self.first.validate(&field("first"))?;
+        self.second.validate(&field("second"))?;
+        check_probability(field("second_blur_prob"), self.second_blur_prob)?;
+        let (s_lo, s_hi) = match self.stage2_scale {
+            Stage2Scale::Fixed(s) => (s, s),
+            Stage2Scale::Range([a, b]) => (a, b),
+        };
+        if !(s_lo.is_finite() && s_hi.is_finite() && s_lo >= 1.0 && s_lo <= s_hi) {
+            return Err(Error::field(
+                field("stage2_scale"),
+                "must be a factor >= 1 or a range [low, high] with 1 <= low <= high",
+            ));
+        }
+        // The reflect padding of the 21×21 kernels needs more than 10 pixels per side
+        // wherever a kernel is applied.
+        let pad = KERNEL_SIZE / 2;
+        let first_min = (size as f64 * self.first.resize_range[0]).floor() as usize;
+        let stage2_min = (size as f64 / s_hi) as usize;
+        if size <= pad || stage2_min <= pad || (self.second_blur_prob > 0.0 && first_min <= pad) {
+            return Err(Error::field(
+                field("first.resize_range"),
+                format!(
+                    "images of {size}² shrink to {first_min}² (first round) and {stage2_min}² \
+                     (second round), but the 21×21 kernels need more than {pad} pixels: use \
+                     larger images (the reference uses 512) or milder ranges"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One data-parallel shard's training-pair pool.
+#[derive(Debug, Clone, Default)]
+struct Pool {
+    /// Pairs held.
+    filled: usize,
+    gt: Vec<f32>,
+    lq: Vec<f32>,
+    prompts: Vec<String>,
+}
+
+/// `RealESRGANBatchTransform` with one training pool per data-parallel shard (the
+/// reference keeps one per process).
+#[derive(Debug)]
+pub struct RealEsrganTransform {
+    config: RealEsrganTransformConfig,
+    usm: UsmSharp,
+    jpeger: DiffJpeg,
+    pools: Vec<Pool>,
+    device: Device,
+}
+
+impl RealEsrganTransform {
+    /// A transform running on `device` with `shards` empty pools.
+    pub fn new(config: &RealEsrganTransformConfig, shards: usize, device: &Device) -> Result<Self> {
+        Ok(Self {
+            config: config.clone(),
+            usm: UsmSharp::new(50, 0.0, device)?,
+            jpeger: DiffJpeg::new(false, device),
+            pools: vec![Pool::default(); shards.max(1)],
+            device: device.clone(),
+        })
+    }
+
+    /// Degrades `batch` (ground truth and kernels from [`RealEsrganDataset`]) and passes
+    /// every shard through its pool: the returned batch holds the sharpened ground truth in
+    /// `gt`, the degraded images in `lq` (8-bit levels in `[0, 1]`), their captions, and no
+    /// kernels. The draws depend on `(seed, step, shard)` only.
+    pub fn apply(
+        &mut self,
+        batch: &Batch,
+        shards: &[Range<usize>],
+        seed: u64,
+        step: u64,
+    ) -> Result<Batch> {
+        if shards.len() != self.pools.len() {
+            return Err(Error::Data(format!(
+                "the batch is split in {} shards but the transform has {} pools",
+                shards.len(),
+                self.pools.len()
+            )));
+        }
+        let want = 3 * KERNEL_SIZE * KERNEL_SIZE * batch.len();
+        if batch.kernels.len() != want {
+            return Err(Error::Data(
+                "the batch carries no Real-ESRGAN kernels: the batch transform needs the \
+                 Real-ESRGAN dataset"
+                    .into(),
+            ));
+        }
+        let mut out = Batch {
+            step: batch.step,
+            size: batch.size,
+            gt: Vec::with_capacity(batch.gt.len()),
+            lq: Vec::with_capacity(batch.gt.len()),
+            prompts: Vec::with_capacity(batch.len()),
+            kernels: Vec::new(),
+        };
+        for (r, range) in shards.iter().enumerate() {
+            let part = batch.shard(range.clone());
+            let index = step.wrapping_mul(shards.len() as u64) + r as u64;
+            let mut rng = rng_for(seed, stream::TRANSFORM, index);
+            let (gt, lq) = self.degrade(&part, &mut rng)?;
+            let (gt, lq, prompts) = self.pools[r].exchange(
+                gt,
+                lq,
+                part.prompts.clone(),
+                self.config.queue_size,
+                &mut rng,
+            );
+            out.gt.extend(gt);
+            out.lq.extend(lq);
+            out.prompts.extend(prompts);
+        }
+        Ok(out)
+    }
+
+    /// The synthesis of `RealESRGANBatchTransform.__call__` (before the pool), on the
+    /// transform's device; returns the sharpened ground truth and the degraded images.
+    fn degrade(&self, batch: &Batch, rng: &mut ChaCha8Rng) -> Result<(Vec<f32>, Vec<f32>)> {
+        let c = &self.config;
+        let (b, size) = (batch.len(), batch.size);
+        let device = &self.device;
+        let mut noise = NoiseSource::seeded(rng.random::<u64>());
+        let mut hq = Tensor::<4>::from_data(
+            TensorData::new(batch.gt.clone(), [b, 3, size, size]),
+            device,
+        );
+        if c.use_sharpener {
+            hq = self.usm.forward(hq, 0.5, 10.0)?;
+        }
+        let kernels = Tensor::<4>::from_data(
+            TensorData::new(batch.kernels.clone(), [b, 3, KERNEL_SIZE, KERNEL_SIZE]),
+            device,
+        );
+        let kernel = |i: usize| {
+            kernels
+                .clone()
+                .narrow(1, i, 1)
+                .reshape([b, KERNEL_SIZE, KERNEL_SIZE])
+        };
+        // The first round.
+        let mut out = filter2d(hq.clone(), kernel(0))?;
+        let scale = c.first.draw_scale(rng);
+        out = interpolate_scale(out, scale, draw_mode(rng))?;
+        out = c.first.add_noise(out, rng, &mut noise)?;
+        out = c.first.jpeg(out, &self.jpeger, rng)?;
+        // The second round.
+        if rng.random::<f64>() < c.second_blur_prob {
+            out = filter2d(out, kernel(1))?;
+        }
+        let stage2_scale = match c.stage2_scale {
+            Stage2Scale::Fixed(s) => s,
+            Stage2Scale::Range([lo, hi]) => uniform(rng, lo, hi),
+        };
+        let s2 = ((size as f64 / stage2_scale) as usize).max(1);
+        let scale = c.second.draw_scale(rng);
+        let resized = ((s2 as f64 * scale) as usize).max(1);
+        out = interpolate_size(out, resized, resized, draw_mode(rng))?;
+        out = c.second.add_noise(out, rng, &mut noise)?;
+        // [resize back + sinc] and JPEG, in either order.
+        if rng.random::<f64>() < 0.5 {
+            out = interpolate_size(out, s2, s2, draw_mode(rng))?;
+            out = filter2d(out, kernel(2))?;
+            out = c.second.jpeg(out, &self.jpeger, rng)?;
+        } else {
+            out = c.second.jpeg(out, &self.jpeger, rng)?;
+            out = interpolate_size(out, s2, s2, draw_mode(rng))?;
+            out = filter2d(out, kernel(2))?;
+        }
+        if stage2_scale != 1.0 {
+            out = interpolate_size(out, size, size, InterpolateMode::Bicubic)?;
+        }
+        let lq = out
+            .mul_scalar(255.0)
+            .round()
+            .clamp(0.0, 255.0)
+            .div_scalar(255.0);
+        Ok((host(hq)?, host(lq)?))
+    }
+
+    /// The pools as named tensors (`pool<r>.gt`, `pool<r>.lq` as 8-bit levels) and a JSON
+    /// text with their fill levels and captions, for a training state.
+    pub fn state(&self, size: usize) -> Result<(Vec<Named>, String)> {
+        let mut tensors = Vec::new();
+        let mut meta = Vec::new();
+        for (r, pool) in self.pools.iter().enumerate() {
+            let n = pool.gt.len() / (3 * size * size).max(1);
+            if n > 0 {
+                let shape = vec![n, 3, size, size];
+                tensors.push((
+                    format!("pool{r}.gt"),
+                    TensorData::new(pool.gt.clone(), shape.clone()),
+                ));
+                let levels: Vec<u8> = pool
+                    .lq
+                    .iter()
+                    .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+                    .collect();
+                tensors.push((format!("pool{r}.lq"), TensorData::new(levels, shape)));
+            }
+            meta.push(serde_json::json!({"filled": pool.filled, "prompts": pool.prompts}));
+        }
+        let text =
+            serde_json::to_string(&meta).map_err(|e| Error::Data(format!("pool state: {e}")))?;
+        Ok((tensors, text))
+    }
+
+    /// Restores the pools saved by [`state`](Self::state).
+    pub fn restore(&mut self, tensors: Vec<Named>, meta: &str) -> Result<()> {
+        let bad = |reason: String| Error::Data(format!("training pool in the state: {reason}"));
+        let meta: Vec<serde_json::Value> =
+            serde_json::from_str(meta).map_err(|e| bad(e.to_string()))?;
+        if meta.len() != self.pools.len() {
+            return Err(bad(format!(
+                "saved for {} devices, this run has {}; resume with the same device count",
+                meta.len(),
+                self.pools.len()
+            )));
+        }
+        let mut pools: Vec<Pool> = meta
+            .iter()
+            .map(|m| {
+                let filled = m["filled"]
+                    .as_u64()
+                    .ok_or_else(|| bad("no fill level".into()))?
+                    as usize;
+                let prompts = m["prompts"]
+                    .as_array()
+                    .ok_or_else(|| bad("no captions".into()))?
+                    .iter()
+                    .map(|p| p.as_str().unwrap_or_default().to_string())
+                    .collect();
+                Ok(Pool {
+                    filled,
+                    prompts,
+                    ..Pool::default()
+                })
+            })
+            .collect::<Result<_>>()?;
+        for (name, data) in tensors {
+            let (r, part) = name
+                .strip_prefix("pool")
+                .and_then(|n| n.split_once('.'))
+                .and_then(|(r, part)| Some((r.parse::<usize>().ok()?, part)))
+                .ok_or_else(|| bad(format!("unexpected tensor `{name}`")))?;
+            let pool = pools
+                .get_mut(r)
+                .ok_or_else(|| bad(format!("tensor `{name}` of a pool that is not listed")))?;
+            match part {
+                "gt" => {
+                    pool.gt = data
+                        .try_to_vec::<f32>()
+                        .map_err(|e| bad(format!("{name}: {e:?}")))?
+                }
+                "lq" => {
+                    pool.lq = data
+                        .try_to_vec::<u8>()
+                        .map_err(|e| bad(format!("{name}: {e:?}")))?
+                        .into_iter()
+                        .map(|v| f32::from(v) / 255.0)
+                        .collect()
+                }
+                other => return Err(bad(format!("unexpected tensor part `{other}`"))),
+            }
+        }
+        for (r, p) in pools.iter().enumerate() {
+            if p.gt.len() != p.lq.len() || p.prompts.len() != p.filled {
+                return Err(bad(format!("pool {r} is inconsistent")));
+            }
+        }
+        self.pools = pools;
+        Ok(())
+    }
+}
+
+impl Pool {
+    /// `_dequeue_and_enqueue`: fills the pool with the first batches (returning them
+    /// unchanged); once full, shuffles it, hands out its first `b` pairs and keeps the new
+    /// ones in their place.
+    fn exchange(
+        &mut self,
+        gt: Vec<f32>,
+        lq: Vec<f32>,
+        prompts: Vec<String>,
+        capacity: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> (Vec<f32>, Vec<f32>, Vec<String>) {
+        let b = prompts.len();
+        if self.filled < capacity {
+            self.gt.extend_from_slice(&gt);
+            self.lq.extend_from_slice(&lq);
+            self.prompts.extend(prompts.iter().cloned());
+            self.filled += b;
+            return (gt, lq, prompts);
+        }
+        let per = gt.len() / b.max(1);
+        let mut order: Vec<usize> = (0..capacity).collect();
+        order.shuffle(rng);
+        let permute = |v: &[f32]| -> Vec<f32> {
+            order
+                .iter()
+                .flat_map(|&i| v[i * per..(i + 1) * per].iter().copied())
+                .collect()
+        };
+        self.gt = permute(&self.gt);
+        self.lq = permute(&self.lq);
+        self.prompts = order.iter().map(|&i| self.prompts[i].clone()).collect();
+        let out_gt = self.gt[..b * per].to_vec();
+        let out_lq = self.lq[..b * per].to_vec();
+        self.gt[..b * per].copy_from_slice(&gt);
+        self.lq[..b * per].copy_from_slice(&lq);
+        let out_prompts = self.prompts.splice(..b, prompts).collect();
+        (out_gt, out_lq, out_prompts)
+    }
+}
+
+fn host(x: Tensor<4>) -> Result<Vec<f32>> {
+    x.into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::Data(format!("reading a degraded batch back: {e:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use parquet::basic::Compression;
+    use parquet::data_type::{ByteArray, ByteArrayType, Int32Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+
+    use super::*;
+    use crate::data::make_batch;
+    use crate::parallel::shards;
+
+    fn kernels(sigma: [f64; 2]) -> KernelConfig {
+        KernelConfig {
+            kernel_list: vec![
+                KernelKind::Iso,
+                KernelKind::Aniso,
+                KernelKind::GeneralizedIso,
+                KernelKind::GeneralizedAniso,
+                KernelKind::PlateauIso,
+                KernelKind::PlateauAniso,
+            ],
+            kernel_prob: vec![0.45, 0.25, 0.12, 0.03, 0.12, 0.03],
+            blur_sigma: sigma,
+            betag_range: [0.5, 4.0],
+            betap_range: [1.0, 2.0],
+            sinc_prob: 0.1,
+        }
+    }
+
+    fn dataset_config(folder: &Path, size: usize) -> RealEsrganConfig {
+        RealEsrganConfig {
+            file_metas: Vec::new(),
+            folder: Some(folder.to_path_buf()),
+            limit: None,
+            p_long_prompt: 0.2,
+            p_empty_prompt: 0.2,
+            out_size: size,
+            crop_type: CropType::None,
+            use_hflip: false,
+            use_rot: false,
+            blur_kernel_size: KERNEL_SIZE,
+            kernel1: kernels([0.2, 3.0]),
+            kernel2: kernels([0.2, 1.5]),
+            final_sinc_prob: 0.8,
+        }
+    }
+
+    fn round(noise: [f64; 2], poisson: [f64; 2], prob: [f64; 3], range: [f64; 2]) -> RoundConfig {
+        RoundConfig {
+            resize_prob: prob,
+            resize_range: range,
+            gaussian_noise_prob: 0.5,
+            noise_range: noise,
+            poisson_scale_range: poisson,
+            gray_noise_prob: 0.4,
+            jpeg_range: [30.0, 95.0],
+        }
+    }
+
+    /// `train_stage2_v2.1.yaml`'s batch transform with a smaller pool.
+    fn transform_config(queue_size: usize) -> RealEsrganTransformConfig {
+        RealEsrganTransformConfig {
+            use_sharpener: true,
+            queue_size,
+            first: round([1.0, 30.0], [0.05, 3.0], [0.2, 0.7, 0.1], [0.15, 1.5]),
+            second_blur_prob: 0.8,
+            stage2_scale: Stage2Scale::Fixed(4.0),
+            second: round([1.0, 25.0], [0.05, 2.5], [0.3, 0.4, 0.3], [0.3, 1.2]),
+        }
+    }
+
+    /// `n` distinct `size²` images in a fresh folder.
+    fn image_folder(n: usize, size: u32) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..n {
+            let img = RgbImage::from_fn(size, size, |x, y| {
+                let v = ((x * 7 + y * 3 + i as u32 * 40) % 256) as u8;
+                image::Rgb([v, (x * 255 / size) as u8, ((i * 60) % 256) as u8])
+            });
+            img.save(dir.path().join(format!("{i:02}.png"))).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn parquet_lists_give_paths_and_both_captions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.parquet");
+        let schema = Arc::new(
+            parse_message_type(
+                "message schema { REQUIRED BYTE_ARRAY image_path (UTF8); \
+                 REQUIRED INT32 width; OPTIONAL BYTE_ARRAY llava_short (UTF8); \
+                 REQUIRED BYTE_ARRAY llava_long (UTF8); }",
+            )
+            .unwrap(),
+        );
+        let props = Arc::new(
+            WriterProperties::builder()
+                .set_compression(Compression::ZSTD(Default::default()))
+                .build(),
+        );
+        let file = std::fs::File::create(&path).unwrap();
+        let mut writer = SerializedFileWriter::new(file, schema, props).unwrap();
+        let mut group = writer.next_row_group().unwrap();
+        let bytes = |v: &[&str]| v.iter().map(|s| ByteArray::from(*s)).collect::<Vec<_>>();
+        let mut column = 0;
+        while let Some(mut col) = group.next_column().unwrap() {
+            match column {
+                0 => {
+                    col.typed::<ByteArrayType>()
+                        .write_batch(&bytes(&["a/1.png", "/abs/2.png"]), None, None)
+                        .unwrap();
+                }
+                1 => {
+                    col.typed::<Int32Type>()
+                        .write_batch(&[512, 512], None, None)
+                        .unwrap();
+                }
+                2 => {
+                    col.typed::<ByteArrayType>()
+                        .write_batch(&bytes(&["a cat"]), Some(&[1, 0]), None)
+                        .unwrap();
+                }
+                _ => {
+                    col.typed::<ByteArrayType>()
+                        .write_batch(&bytes(&["a grey cat on a mat", "a dog"]), None, None)
+                        .unwrap();
+                }
+            }
+            col.close().unwrap();
+            column += 1;
+        }
+        group.close().unwrap();
+        writer.close().unwrap();
+
+        let meta = FileMeta {
+            file_list: path.clone(),
+            image_path_key: "image_path".into(),
+            short_prompt_key: "llava_short".into(),
+            long_prompt_key: "llava_long".into(),
+        };
+        let rows = read_parquet_list(&meta).unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                CaptionedImage {
+                    path: dir.path().join("a/1.png"),
+                    short_prompt: "a cat".into(),
+                    long_prompt: "a grey cat on a mat".into(),
+                },
+                CaptionedImage {
+                    path: "/abs/2.png".into(),
+                    short_prompt: String::new(),
+                    long_prompt: "a dog".into(),
+                },
+            ]
+        );
+        let wrong = FileMeta {
+            long_prompt_key: "caption".into(),
+            ..meta.clone()
+        };
+        let err = read_parquet_list(&wrong).unwrap_err().to_string();
+        assert!(err.contains("no column `caption`"), "{err}");
+        let numbers = FileMeta {
+            image_path_key: "width".into(),
+            ..meta
+        };
+        let err = read_parquet_list(&numbers).unwrap_err().to_string();
+        assert!(err.contains("not text"), "{err}");
+    }
+
+    #[test]
+    fn samples_carry_the_image_the_caption_and_three_normalised_kernels() {
+        let dir = image_folder(2, 32);
+        let mut config = dataset_config(dir.path(), 32);
+        let set = RealEsrganDataset::new(&config).unwrap();
+        let s = set.sample(1, &mut rng_for(0, 0, 0)).unwrap();
+        assert_eq!(s.gt.len(), 3 * 32 * 32);
+        let img = image::open(dir.path().join("01.png")).unwrap().to_rgb8();
+        assert_eq!(s.gt[3], f32::from(img.get_pixel(3, 0)[0]) / 255.0);
+        assert!(s.lq.is_empty());
+        assert_eq!(s.kernels.len(), 3 * KERNEL_SIZE * KERNEL_SIZE);
+        for k in s.kernels.chunks(KERNEL_SIZE * KERNEL_SIZE) {
+            let sum: f32 = k.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "{sum}");
+        }
+        // Captions: the long one always, then dropped always.
+        let set = RealEsrganDataset {
+            entries: vec![CaptionedImage {
+                path: dir.path().join("00.png"),
+                short_prompt: "short".into(),
+                long_prompt: "long".into(),
+            }],
+            config: RealEsrganConfig {
+                p_long_prompt: 1.0,
+                p_empty_prompt: 0.0,
+                ..config.clone()
+            },
+        };
+        assert_eq!(set.sample(0, &mut rng_for(0, 0, 1)).unwrap().prompt, "long");
+        config.p_empty_prompt = 1.0;
+        let set = RealEsrganDataset { config, ..set };
+        assert_eq!(set.sample(0, &mut rng_for(0, 0, 1)).unwrap().prompt, "");
+        // Images of another size are refused with crop_type none.
+        let other = image_folder(1, 40);
+        let set = RealEsrganDataset::new(&dataset_config(other.path(), 32)).unwrap();
+        let err = set
+            .sample(0, &mut rng_for(0, 0, 0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("32×32"), "{err}");
+    }
+
+    #[test]
+    fn the_transform_sharpens_the_truth_and_quantises_the_input() {
+        let device = Device::flex();
+        let dir = image_folder(2, 96);
+        let set = RealEsrganDataset::new(&dataset_config(dir.path(), 96)).unwrap();
+        let batch = make_batch(&set, 2, 5, 0, 1).unwrap();
+        let config = transform_config(4);
+        config.validate("batch_transform", 2, 96).unwrap();
+        let mut t = RealEsrganTransform::new(&config, 1, &device).unwrap();
+        let out = t.apply(&batch, &shards(2, 1).unwrap(), 5, 0).unwrap();
+        assert_eq!(out.lq.len(), batch.gt.len());
+        assert!(out.kernels.is_empty());
+        for v in &out.lq {
+            assert!((0.0..=1.0).contains(v));
+            let level = v * 255.0;
+            assert!(
+                (level - level.round()).abs() < 1e-3,
+                "{v} is not an 8-bit level"
+            );
+        }
+        let hq = Tensor::<4>::from_data(TensorData::new(batch.gt.clone(), [2, 3, 96, 96]), &device);
+        let sharp = host(
+            UsmSharp::new(50, 0.0, &device)
+                .unwrap()
+                .forward(hq, 0.5, 10.0)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(out.gt, sharp);
+        // The same (seed, step) degrades the same way; another step differently.
+        let mut again = RealEsrganTransform::new(&config, 1, &device).unwrap();
+        assert_eq!(
+            again
+                .apply(&batch, &shards(2, 1).unwrap(), 5, 0)
+                .unwrap()
+                .lq,
+            out.lq
+        );
+        let mut other = RealEsrganTransform::new(&config, 1, &device).unwrap();
+        assert_ne!(
+            other
+                .apply(&batch, &shards(2, 1).unwrap(), 5, 1)
+                .unwrap()
+                .lq,
+            out.lq
+        );
+        // A batch without kernels is refused.
+        let plain = Batch {
+            kernels: Vec::new(),
+            ..batch
+        };
+        assert!(t.apply(&plain, &shards(2, 1).unwrap(), 5, 1).is_err());
+    }
+
+    #[test]
+    fn the_pool_hands_out_stored_pairs_and_resumes_exactly() {
+        let mut pool = Pool::default();
+        let mut rng = rng_for(1, 2, 3);
+        let pair = |k: usize| {
+            (
+                vec![k as f32; 2],
+                vec![k as f32 + 0.5; 2],
+                vec![k.to_string()],
+            )
+        };
+        // Filling (capacity 3, batch 1): the batch comes back as it is.
+        for k in 0..3 {
+            let (g, l, p) = pair(k);
+            assert_eq!(pool.exchange(g.clone(), l, p, 3, &mut rng).0, g);
+        }
+        // Full: a stored pair comes out, the new one stays, captions travel with images.
+        let mut seen = Vec::new();
+        for k in 3..30 {
+            let (g, l, p) = pair(k);
+            let (og, ol, op) = pool.exchange(g, l, p, 3, &mut rng);
+            let id = op[0].parse::<usize>().unwrap();
+            assert!(id < k);
+            assert_eq!(og, vec![id as f32; 2]);
+            assert_eq!(ol, vec![id as f32 + 0.5; 2]);
+            seen.push(id);
+        }
+        seen.sort();
+        seen.dedup();
+        assert!(seen.len() > 10, "the pool hands out many different pairs");
+
+        // Saving and restoring the pools continues on the same trajectory.
+        let device = Device::flex();
+        let dir = image_folder(4, 96);
+        let set = RealEsrganDataset::new(&dataset_config(dir.path(), 96)).unwrap();
+        let config = transform_config(2);
+        let shards = [0..1, 1..2];
+        let mut a = RealEsrganTransform::new(&config, 2, &device).unwrap();
+        for step in 0..2 {
+            a.apply(&make_batch(&set, 2, 9, step, 1).unwrap(), &shards, 9, step)
+                .unwrap();
+        }
+        let (tensors, meta) = a.state(96).unwrap();
+        let mut b = RealEsrganTransform::new(&config, 2, &device).unwrap();
+        b.restore(tensors.clone(), &meta).unwrap();
+        for step in 2..4 {
+            let batch = make_batch(&set, 2, 9, step, 1).unwrap();
+            let x = a.apply(&batch, &shards, 9, step).unwrap();
+            let y = b.apply(&batch, &shards, 9, step).unwrap();
+            assert_eq!((x.gt, x.lq, x.prompts), (y.gt, y.lq, y.prompts));
+        }
+        let mut one = RealEsrganTransform::new(&config, 1, &device).unwrap();
+        let err = one.restore(tensors, &meta).unwrap_err().to_string();
+        assert!(err.contains("same device count"), "{err}");
+    }
+
+    #[test]
+    fn configs_too_small_for_the_kernels_or_the_batch_are_refused() {
+        let config = transform_config(256);
+        config.validate("batch_transform", 8, 512).unwrap();
+        let err = config
+            .validate("batch_transform", 8, 64)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("21×21"), "{err}");
+        let err = config
+            .validate("batch_transform", 96, 512)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue_size"), "{err}");
+        let mut bad = dataset_config(Path::new("x"), 512);
+        bad.kernel2.kernel_prob.pop();
+        let err = bad.validate("dataset.realesrgan").unwrap_err().to_string();
+        assert!(
+            err.contains("dataset.realesrgan.kernel2.kernel_prob"),
+            "{err}"
+        );
+    }
+}

@@ -1018,10 +1018,8 @@ mod tests {
         dir
     }
 
-    #[test]
-    fn parquet_lists_give_paths_and_both_captions() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("train.parquet");
+    /// Writes the two-row list of the parquet test with `compression`.
+    fn write_parquet(path: &Path, compression: Compression) {
         let schema = Arc::new(
             parse_message_type(
                 "message schema { REQUIRED BYTE_ARRAY image_path (UTF8); \
@@ -1032,10 +1030,10 @@ mod tests {
         );
         let props = Arc::new(
             WriterProperties::builder()
-                .set_compression(Compression::ZSTD(Default::default()))
+                .set_compression(compression)
                 .build(),
         );
-        let file = std::fs::File::create(&path).unwrap();
+        let file = std::fs::File::create(path).unwrap();
         let mut writer = SerializedFileWriter::new(file, schema, props).unwrap();
         let mut group = writer.next_row_group().unwrap();
         let bytes = |v: &[&str]| v.iter().map(|s| ByteArray::from(*s)).collect::<Vec<_>>();
@@ -1068,29 +1066,44 @@ mod tests {
         }
         group.close().unwrap();
         writer.close().unwrap();
+    }
 
+    #[test]
+    fn parquet_lists_give_paths_and_both_captions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.parquet");
         let meta = FileMeta {
             file_list: path.clone(),
             image_path_key: "image_path".into(),
             short_prompt_key: "llava_short".into(),
             long_prompt_key: "llava_long".into(),
         };
-        let rows = read_parquet_list(&meta).unwrap();
-        assert_eq!(
-            rows,
-            vec![
-                CaptionedImage {
-                    path: dir.path().join("a/1.png"),
-                    short_prompt: "a cat".into(),
-                    long_prompt: "a grey cat on a mat".into(),
-                },
-                CaptionedImage {
-                    path: "/abs/2.png".into(),
-                    short_prompt: String::new(),
-                    long_prompt: "a dog".into(),
-                },
-            ]
-        );
+        // pyarrow's default codec, polars', and the other common ones.
+        for compression in [
+            Compression::SNAPPY,
+            Compression::ZSTD(Default::default()),
+            Compression::GZIP(Default::default()),
+            Compression::LZ4_RAW,
+        ] {
+            write_parquet(&path, compression);
+            let rows = read_parquet_list(&meta).unwrap();
+            assert_eq!(
+                rows,
+                vec![
+                    CaptionedImage {
+                        path: dir.path().join("a/1.png"),
+                        short_prompt: "a cat".into(),
+                        long_prompt: "a grey cat on a mat".into(),
+                    },
+                    CaptionedImage {
+                        path: "/abs/2.png".into(),
+                        short_prompt: String::new(),
+                        long_prompt: "a dog".into(),
+                    },
+                ],
+                "{compression:?}"
+            );
+        }
         let wrong = FileMeta {
             long_prompt_key: "caption".into(),
             ..meta.clone()

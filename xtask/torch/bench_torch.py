@@ -45,7 +45,11 @@ COMPONENTS = {
     "unet": (1, 2),
     "controlnet": (1, 2),
     "controlldm-step": (1, 2),
+    "train-stage2-step": (1,),
 }
+
+# Components that train (timed with autograd on; the others run under inference_mode).
+TRAINING = {"train-stage2-step"}
 
 
 def parse_args():
@@ -232,6 +236,33 @@ def prepare(name, batch, tiny):
             ).sample
 
         return run
+    if name == "train-stage2-step":
+        # DiffBIR's train_stage2.py without gradient checkpointing: the ControlNet trained,
+        # the UNet frozen, AdamW with PyTorch's defaults (weight decay 0.01).
+        unet = build_unet(tiny).train().requires_grad_(False)
+        controlnet = build_controlnet(tiny).train()
+        opt = torch.optim.AdamW(controlnet.parameters(), lr=1e-5)
+        x, hint, t, ctx = stage2_inputs()
+        target = torch.randn_like(x)
+
+        def run():
+            opt.zero_grad(set_to_none=True)
+            down, mid = controlnet(
+                x, t, encoder_hidden_states=ctx, controlnet_cond=hint, return_dict=False
+            )
+            pred = unet(
+                x,
+                t,
+                encoder_hidden_states=ctx,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+            ).sample
+            loss = torch.nn.functional.mse_loss(pred, target)
+            loss.backward()
+            opt.step()
+            return loss.detach()
+
+        return run
     raise SystemExit(f"unknown component {name}")
 
 
@@ -277,7 +308,14 @@ def main():
 
     import gc
 
-    with torch.inference_mode():
+    import contextlib
+
+    mode = (
+        contextlib.nullcontext()
+        if args.component in TRAINING
+        else torch.inference_mode()
+    )
+    with mode:
         run = prepare(args.component, batch, args.tiny)
         for _ in range(args.warmup):
             out = run()

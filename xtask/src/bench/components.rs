@@ -3,12 +3,15 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use diffbir::controlnet::{ControlLdm, ControlNetConfig, controlnet_sd21, init_controlnet};
 use diffbir::ldm::clip::ClipTextConfig;
 use diffbir::ldm::unet::Control;
 use diffbir::ldm::{UnetConfig, VaeConfig};
 use diffbir::rm::{Restorer, RrdbNetConfig, ScuNetConfig, Stage1, SwinIrConfig};
+use diffbir_train::optim::{AdamW, AdamWConfig, trainable};
+use diffbir_train::stage1::sum_mse;
 
 /// Tile side of `vae-decode-tiled`, in latent pixels: DiffBIR's default
 /// `--vae_decoder_tile_size 256` (pixels) divided by 8.
@@ -84,6 +87,19 @@ pub const COMPONENTS: &[Component] = &[
         &[1],
         "tiled VAE decode (tiles of 32 latents, GroupNorm statistics shared): \
          256x256 latent -> 2048x2048 image",
+    ),
+    timed(
+        "train-stage1-step",
+        &[1],
+        "one stage-1 training step per sample: SwinIR forward on a 512x512 image, sum-MSE, \
+         backward, AdamW update (the reference's batch is 96)",
+    ),
+    timed(
+        "train-stage2-step",
+        &[1],
+        "one stage-2 training step per sample, the ControlNet's part: IRControlNet + frozen \
+         UNet on a 64x64 latent, MSE, backward into the ControlNet, AdamW update (the frozen \
+         encodes cost vae-encode x2 + swinir + text-encoder on top)",
     ),
     Component {
         name: "pipeline-10",
@@ -181,6 +197,28 @@ fn image(batch: usize, side: usize, device: &Device) -> Tensor<4> {
 
 fn latent(batch: usize, side: usize, device: &Device) -> Tensor<4> {
     Tensor::<4>::random([batch, 4, side, side], Distribution::Default, device)
+}
+
+/// Reads one parameter of an updated module back, so the update has run when the clock
+/// stops.
+fn first_param<M: Module>(module: &Option<M>) -> Option<f32> {
+    let mut first = None;
+    struct First<'a>(&'a mut Option<f32>);
+    impl ModuleVisitor for First<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.0.is_none() {
+                *self.0 = param
+                    .val()
+                    .flatten::<1>(0, D - 1)
+                    .slice(0..1)
+                    .into_data()
+                    .iter::<f32>()
+                    .next();
+            }
+        }
+    }
+    module.as_ref()?.visit(&mut First(&mut first));
+    first
 }
 
 /// The stage-2 inputs: latent, condition latent, timestep and text context.
@@ -326,6 +364,47 @@ pub fn measure(name: &str, batch: usize, device: &Device, timing: Timing) -> Res
                     .into_data();
             })
         }
+        "train-stage1-step" => {
+            let config = if tiny {
+                SwinIrConfig::tiny()
+            } else {
+                SwinIrConfig::diffbir()
+            };
+            let side = if tiny { 64 } else { 512 };
+            let (lq, gt) = (image(batch, side, device), image(batch, side, device));
+            let mut optim = AdamW::new(AdamWConfig::new(1e-4));
+            let mut model = Some(trainable(Stage1::SwinIr(config.init(device))));
+            time_runs(timing, || {
+                let Some(m) = model.take() else { return };
+                let loss = sum_mse(m.restore(lq.clone()), gt.clone());
+                let mut grads = loss.backward();
+                model = Some(optim.step(m, &mut grads));
+                let _ = first_param(&model);
+            })
+        }
+        "train-stage2-step" => {
+            let unet = unet_config(tiny).init(device);
+            let i = stage2_inputs(batch, tiny, device);
+            let target = latent(batch, i.x.dims()[2], device);
+            let mut optim = AdamW::new(AdamWConfig::new(1e-5).with_weight_decay(0.01));
+            let mut controlnet = Some(trainable(init_controlnet(
+                &controlnet_config(tiny),
+                device,
+            )?));
+            time_runs(timing, || {
+                let Some(cn) = controlnet.take() else { return };
+                let cldm = ControlLdm {
+                    unet: unet.clone(),
+                    controlnet: cn,
+                };
+                let pred =
+                    cldm.forward(i.x.clone(), i.t.clone(), &i.ctx, i.hint.clone(), &[1.0; 13]);
+                let loss = (pred - target.clone()).powi_scalar(2).mean();
+                let mut grads = loss.backward();
+                controlnet = Some(optim.step(cldm.controlnet, &mut grads));
+                let _ = first_param(&controlnet);
+            })
+        }
         other => bail!("component `{other}` has no timing code"),
     };
     Ok(m)
@@ -371,7 +450,13 @@ mod tests {
             runs: 1,
             tiny: true,
         };
-        for name in ["text-encoder", "vae-decode", "controlnet"] {
+        for name in [
+            "text-encoder",
+            "vae-decode",
+            "controlnet",
+            "train-stage1-step",
+            "train-stage2-step",
+        ] {
             let batch = find(name).unwrap().batches[0];
             let m = measure(name, batch, &device, timing).unwrap();
             assert_eq!(m.times.len(), 1);

@@ -344,22 +344,12 @@ impl CodeformerDataset {
     /// Prepares image `index` with draws from `rng`. An unreadable image is replaced by
     /// another one drawn from `rng` (up to five tries), as the reference does.
     pub fn sample(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<Sample> {
-        let mut index = index;
-        let mut last_error = None;
-        for _ in 0..5 {
-            let entry = &self.entries[index];
-            match image::open(&entry.path) {
-                Ok(img) => return self.prepare(img.to_rgb8(), &entry.prompt, rng),
-                Err(e) => {
-                    last_error = Some(format!("{}: {e}", entry.path.display()));
-                    index = rng.random_range(0..self.entries.len());
-                }
-            }
-        }
-        Err(Error::Data(format!(
-            "five images in a row could not be read, the last: {}",
-            last_error.unwrap_or_default()
-        )))
+        with_retries(self.entries.len(), index, rng, |i, rng| {
+            let entry = &self.entries[i];
+            image::open(&entry.path)
+                .map(|img| self.prepare(img.to_rgb8(), &entry.prompt, rng))
+                .map_err(|e| format!("{}: {e}", entry.path.display()))
+        })
     }
 
     fn prepare(&self, img: RgbImage, prompt: &str, rng: &mut ChaCha8Rng) -> Result<Sample> {
@@ -449,6 +439,30 @@ impl TrainingSet for CodeformerDataset {
     fn sample(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<Sample> {
         CodeformerDataset::sample(self, index, rng)
     }
+}
+
+/// Runs `attempt` on image `index`; when the image cannot be read (`Err` with the reason),
+/// on another one drawn from `rng`, up to five tries in all, as the reference's datasets do.
+pub(crate) fn with_retries<T>(
+    len: usize,
+    index: usize,
+    rng: &mut ChaCha8Rng,
+    mut attempt: impl FnMut(usize, &mut ChaCha8Rng) -> std::result::Result<Result<T>, String>,
+) -> Result<T> {
+    let mut index = index;
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        match attempt(index, rng) {
+            Ok(result) => return result,
+            Err(e) => {
+                last_error = e;
+                index = rng.random_range(0..len);
+            }
+        }
+    }
+    Err(Error::Data(format!(
+        "five images in a row could not be read, the last: {last_error}"
+    )))
 }
 
 /// Encodes to JPEG at `quality` and decodes again (OpenCV's `imencode`/`imdecode` in the

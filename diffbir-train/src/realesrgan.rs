@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::resolve;
 use crate::data::{
     Batch, CropType, ImageEntry, Sample, TrainingSet, crop, rng_for, scan_folder, stream,
+    with_retries,
 };
 use crate::degradation::filter::{UsmSharp, filter2d};
 use crate::degradation::jpeg::{DiffJpeg, JpegQuality};
@@ -441,26 +442,17 @@ impl TrainingSet for RealEsrganDataset {
     /// the flips, and the three kernels, in the reference's order. An unreadable image is
     /// replaced by another one drawn from `rng` (up to five tries).
     fn sample(&self, index: usize, rng: &mut ChaCha8Rng) -> Result<Sample> {
-        let mut index = index;
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            let entry = &self.entries[index];
+        with_retries(self.entries.len(), index, rng, |i, rng| {
+            let entry = &self.entries[i];
             let prompt = if rng.random::<f64>() < self.config.p_long_prompt {
                 &entry.long_prompt
             } else {
                 &entry.short_prompt
             };
-            match image::open(&entry.path) {
-                Ok(img) => return self.prepare(img.to_rgb8(), prompt.clone(), rng),
-                Err(e) => {
-                    last_error = format!("{}: {e}", entry.path.display());
-                    index = rng.random_range(0..self.entries.len());
-                }
-            }
-        }
-        Err(Error::Data(format!(
-            "five images in a row could not be read, the last: {last_error}"
-        )))
+            image::open(&entry.path)
+                .map(|img| self.prepare(img.to_rgb8(), prompt.clone(), rng))
+                .map_err(|e| format!("{}: {e}", entry.path.display()))
+        })
     }
 }
 
@@ -947,14 +939,7 @@ mod tests {
 
     fn kernels(sigma: [f64; 2]) -> KernelConfig {
         KernelConfig {
-            kernel_list: vec![
-                KernelKind::Iso,
-                KernelKind::Aniso,
-                KernelKind::GeneralizedIso,
-                KernelKind::GeneralizedAniso,
-                KernelKind::PlateauIso,
-                KernelKind::PlateauAniso,
-            ],
+            kernel_list: KernelKind::ALL.to_vec(),
             kernel_prob: vec![0.45, 0.25, 0.12, 0.03, 0.12, 0.03],
             blur_sigma: sigma,
             betag_range: [0.5, 4.0],

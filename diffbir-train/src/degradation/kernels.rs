@@ -356,6 +356,18 @@ pub enum KernelKind {
     PlateauAniso,
 }
 
+impl KernelKind {
+    /// Every family, in the order of DiffBIR's Real-ESRGAN configs.
+    pub const ALL: [KernelKind; 6] = [
+        KernelKind::Iso,
+        KernelKind::Aniso,
+        KernelKind::GeneralizedIso,
+        KernelKind::GeneralizedAniso,
+        KernelKind::PlateauIso,
+        KernelKind::PlateauAniso,
+    ];
+}
+
 /// `random.choices(items, weights)[0]`: one uniform draw scaled by the total weight, the first
 /// item whose cumulative weight exceeds it. `weights` must be non-negative with a positive
 /// sum and as long as `items` (not checked here: configs validate it).
@@ -528,14 +540,7 @@ mod tests {
             betag: [0.5, 4.0],
             betap: [1.0, 2.0],
         };
-        for kind in [
-            KernelKind::Iso,
-            KernelKind::Aniso,
-            KernelKind::GeneralizedIso,
-            KernelKind::GeneralizedAniso,
-            KernelKind::PlateauIso,
-            KernelKind::PlateauAniso,
-        ] {
+        for kind in KernelKind::ALL {
             for size in [7, 21] {
                 let k = random_mixed_kernel(&mut rng, &[kind], &[1.0], size, &ranges).unwrap();
                 assert_eq!(k.size, size);

@@ -109,6 +109,11 @@ impl DatasetSection {
         Ok(())
     }
 
+    /// The training set's two tables (one of them absent).
+    fn training(&self) -> (&Option<CodeformerConfig>, &Option<RealEsrganConfig>) {
+        (&self.train, &self.realesrgan)
+    }
+
     /// Side of the training images.
     pub fn out_size(&self) -> usize {
         match (&self.train, &self.realesrgan) {
@@ -311,12 +316,19 @@ pub fn load_config<C: TrainConfig>(path: &Path) -> Result<C> {
     Ok(config)
 }
 
+fn json(value: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
 /// Behaviour shared by both stages' configs.
 pub trait TrainConfig: serde::de::DeserializeOwned + Serialize {
     /// Resolves relative paths against `base` and the folders above it.
     fn resolve_paths(&mut self, base: &Path);
     /// Checks every value; the error names the field.
     fn validate(&self) -> Result<()>;
+    /// The settings a resumed run must share with the run that wrote the state (network,
+    /// data, optimiser), by name, as JSON.
+    fn trajectory(&self) -> Vec<(&'static str, serde_json::Value)>;
     /// The config as TOML (stored in every checkpoint).
     fn to_toml(&self) -> Result<String> {
         toml::to_string(self).map_err(|e| Error::Config {
@@ -383,6 +395,24 @@ fn check_schedule(
 }
 
 impl TrainConfig for Stage1TrainConfig {
+    fn trajectory(&self) -> Vec<(&'static str, serde_json::Value)> {
+        let t = &self.train;
+        vec![
+            ("model", json(&self.model)),
+            (
+                "dataset.train / dataset.realesrgan",
+                json(&self.dataset.training()),
+            ),
+            ("batch_transform", json(&self.batch_transform)),
+            ("train.seed", json(&t.seed)),
+            ("train.batch_size", json(&t.batch_size)),
+            (
+                "train.learning_rate / weight_decay",
+                json(&(t.learning_rate, t.weight_decay)),
+            ),
+        ]
+    }
+
     fn resolve_paths(&mut self, base: &Path) {
         self.dataset.resolve_paths(base);
         resolve_opt(base, &mut self.train.resume);
@@ -416,6 +446,26 @@ impl TrainConfig for Stage1TrainConfig {
 }
 
 impl TrainConfig for Stage2TrainConfig {
+    fn trajectory(&self) -> Vec<(&'static str, serde_json::Value)> {
+        let t = &self.train;
+        vec![
+            ("model", json(&self.model)),
+            (
+                "dataset.train / dataset.realesrgan",
+                json(&self.dataset.training()),
+            ),
+            ("batch_transform", json(&self.batch_transform)),
+            ("train.seed", json(&t.seed)),
+            ("train.batch_size", json(&t.batch_size)),
+            (
+                "train.learning_rate / weight_decay",
+                json(&(t.learning_rate, t.weight_decay)),
+            ),
+            ("train.noise_aug_timestep", json(&t.noise_aug_timestep)),
+            ("train.p_empty_prompt", json(&t.p_empty_prompt)),
+        ]
+    }
+
     fn resolve_paths(&mut self, base: &Path) {
         self.dataset.resolve_paths(base);
         let t = &mut self.train;

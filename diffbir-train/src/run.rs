@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 use serde_json::{Value, json};
 
+use crate::config::TrainConfig;
 use crate::data::{Batch, Loader};
 use crate::error::{Error, Result};
 use crate::realesrgan::RealEsrganTransform;
@@ -219,6 +220,37 @@ pub(crate) fn restore_data(
             reason: "holds training pools, but this config has no batch transform".into(),
         }),
     }
+}
+
+/// Fails unless `state` was written by `stage` with the settings of `config` that shape the
+/// trajectory ([`TrainConfig::trajectory`]); the step count and the periodic actions may
+/// change.
+pub(crate) fn check_resumable<C: TrainConfig>(
+    state: &TrainState,
+    stage: &str,
+    config: &C,
+    path: &Path,
+) -> Result<()> {
+    let bad = |reason: String| Error::Checkpoint {
+        path: path.into(),
+        reason,
+    };
+    if state.stage != stage {
+        return Err(bad(format!(
+            "is a {} state, not a {stage} one",
+            state.stage
+        )));
+    }
+    let saved: C = toml::from_str(&state.config)
+        .map_err(|e| bad(format!("its stored config does not parse: {e}")))?;
+    for ((field, was), (_, now)) in saved.trajectory().iter().zip(config.trajectory()) {
+        if *was != now {
+            return Err(bad(format!(
+                "was written with another `{field}`; resume with the run's own config"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn due(step: u64, every: u64) -> bool {

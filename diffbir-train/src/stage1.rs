@@ -22,8 +22,8 @@ use crate::metrics::{psnr, ssim};
 use crate::optim::{AdamW, AdamWConfig, frozen, trainable};
 use crate::parallel::{Replica, combine, parse_devices, run_step, shards};
 use crate::run::{
-    Event, RunDir, RunOptions, Summary, Validation, check_batch_fits, data_state, due, next_batch,
-    restore_data, save_grid, to_tensor,
+    Event, RunDir, RunOptions, Summary, Validation, check_batch_fits, check_resumable, data_state,
+    due, next_batch, restore_data, save_grid, to_tensor,
 };
 use crate::state::{
     TrainState, load_state, module_tensors, official_tensors, save_state, state_path, weights_path,
@@ -109,7 +109,7 @@ pub fn train_stage1(
     let (model, start, resumed_from) = match latest {
         Some((_, path)) => {
             let mut state = load_state(&path)?;
-            check_compatible(&state, config, &path)?;
+            check_resumable(&state, STAGE1, config, &path)?;
             restore_data(transform.as_mut(), &mut state, &path)?;
             let mut model = config.model.init(&device)?;
             crate::state::apply_tensors(&mut model, state.model, &path)?;
@@ -291,70 +291,4 @@ fn checkpoint(
         },
     )?;
     Ok(path)
-}
-
-/// A state can be resumed only with the same network, data and optimiser settings (the
-/// step count and the periodic actions may change).
-fn check_compatible(
-    state: &TrainState,
-    config: &Stage1TrainConfig,
-    path: &std::path::Path,
-) -> Result<()> {
-    let bad = |reason: String| Error::Checkpoint {
-        path: path.into(),
-        reason,
-    };
-    if state.stage != STAGE1 {
-        return Err(bad(format!(
-            "is a {} state, not a stage-1 one",
-            state.stage
-        )));
-    }
-    let saved: Stage1TrainConfig = toml::from_str(&state.config)
-        .map_err(|e| bad(format!("its stored config does not parse: {e}")))?;
-    let same = |a: &dyn erased::Ser, b: &dyn erased::Ser| a.json() == b.json();
-    let checks: [(&str, bool); 6] = [
-        ("model", same(&saved.model, &config.model)),
-        (
-            "dataset.train / dataset.realesrgan",
-            same(&saved.dataset.train, &config.dataset.train)
-                && same(&saved.dataset.realesrgan, &config.dataset.realesrgan),
-        ),
-        (
-            "batch_transform",
-            same(&saved.batch_transform, &config.batch_transform),
-        ),
-        ("train.seed", saved.train.seed == config.train.seed),
-        (
-            "train.batch_size",
-            saved.train.batch_size == config.train.batch_size,
-        ),
-        (
-            "train.learning_rate / weight_decay",
-            saved.train.learning_rate == config.train.learning_rate
-                && saved.train.weight_decay == config.train.weight_decay,
-        ),
-    ];
-    for (field, ok) in checks {
-        if !ok {
-            return Err(bad(format!(
-                "was written with another `{field}`; resume with the run's own config"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Comparing configs through their JSON form.
-pub(crate) mod erased {
-    /// Anything serialisable, as JSON.
-    pub trait Ser {
-        /// The JSON text.
-        fn json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn json(&self) -> String {
-            serde_json::to_string(self).unwrap_or_default()
-        }
-    }
 }

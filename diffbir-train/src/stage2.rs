@@ -43,8 +43,8 @@ use crate::error::{Error, Result};
 use crate::optim::{AdamW, AdamWConfig, frozen, trainable};
 use crate::parallel::{Replica, combine, parse_devices, run_step, scalar, shards};
 use crate::run::{
-    Event, RunDir, RunOptions, Summary, check_batch_fits, data_state, due, next_batch,
-    restore_data, save_grid, to_tensor,
+    Event, RunDir, RunOptions, Summary, check_batch_fits, check_resumable, data_state, due,
+    next_batch, restore_data, save_grid, to_tensor,
 };
 use crate::state::{
     Named, TrainState, apply_tensors, load_state, module_tensors, official_tensors, save_state,
@@ -382,12 +382,7 @@ pub fn train_stage2(
     let (controlnet, start, resumed_from) = match latest {
         Some((_, path)) => {
             let mut state = load_state(&path)?;
-            if state.stage != STAGE2 || state.seed != t.seed {
-                return Err(Error::Checkpoint {
-                    path,
-                    reason: "belongs to another run (stage or seed differ)".into(),
-                });
-            }
+            check_resumable(&state, STAGE2, config, &path)?;
             restore_data(transform.as_mut(), &mut state, &path)?;
             let mut cn = init_controlnet(&config.model.controlnet, &device)?;
             apply_tensors(&mut cn, state.model, &path)?;

@@ -63,6 +63,18 @@ fn stage2_resumes_with_its_training_pool_on_the_same_trajectory() {
         "{}",
         state.data_meta
     );
+    // A resume with settings that change the trajectory is refused.
+    let mut changed = config.clone();
+    changed.train.noise_aug_timestep = 100;
+    let options = RunOptions {
+        out: resumed.path().to_path_buf(),
+        steps: Some(4),
+        resume: true,
+    };
+    let err = train_stage2(&changed, &options, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("train.noise_aug_timestep"), "{err}");
     let tail = run(&config, resumed.path(), 4, true);
     assert_eq!(tail, losses[2..].to_vec());
 

@@ -13,6 +13,7 @@
 //! - [`tiling`]: sliding windows, Gaussian weights and tiled evaluation;
 //! - [`device`]: turning `cpu`, `wgpu` or `cuda:1` into a burn `Device`;
 //! - [`precision`]: f32, f16 or bf16 inference (weights cast after loading);
+//! - [`alloc`]: the host allocator setting the programs start with;
 //! - [`Error`]: one error type, sorted by whose fault a failure is.
 //!
 //! ```no_run
@@ -27,6 +28,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod color;
 pub mod device;

@@ -167,6 +167,7 @@ fn run() -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    diffbir_core::alloc::keep_freed_memory();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

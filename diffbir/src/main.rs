@@ -109,6 +109,7 @@ enum WeightsCommand {
 }
 
 fn main() -> ExitCode {
+    diffbir::core::alloc::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

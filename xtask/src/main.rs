@@ -55,6 +55,7 @@ enum Command {
 }
 
 fn main() -> Result<ExitCode> {
+    diffbir_core::alloc::keep_freed_memory();
     match Cli::parse().command {
         Command::Parity {
             fixtures,

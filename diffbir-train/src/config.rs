@@ -109,11 +109,6 @@ impl DatasetSection {
         Ok(())
     }
 
-    /// The training set's two tables (one of them absent).
-    fn training(&self) -> (&Option<CodeformerConfig>, &Option<RealEsrganConfig>) {
-        (&self.train, &self.realesrgan)
-    }
-
     /// Side of the training images.
     pub fn out_size(&self) -> usize {
         match (&self.train, &self.realesrgan) {
@@ -394,23 +389,39 @@ fn check_schedule(
     Ok(())
 }
 
+/// The trajectory settings both stages have: the network, the data, the seed, the batch and
+/// the optimiser's.
+fn common_trajectory(
+    model: serde_json::Value,
+    dataset: &DatasetSection,
+    transform: &Option<RealEsrganTransformConfig>,
+    (seed, batch_size, learning_rate, weight_decay): (u64, usize, f64, f64),
+) -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("model", model),
+        (
+            "dataset.train / dataset.realesrgan",
+            json(&(&dataset.train, &dataset.realesrgan)),
+        ),
+        ("batch_transform", json(transform)),
+        ("train.seed", json(&seed)),
+        ("train.batch_size", json(&batch_size)),
+        (
+            "train.learning_rate / weight_decay",
+            json(&(learning_rate, weight_decay)),
+        ),
+    ]
+}
+
 impl TrainConfig for Stage1TrainConfig {
     fn trajectory(&self) -> Vec<(&'static str, serde_json::Value)> {
         let t = &self.train;
-        vec![
-            ("model", json(&self.model)),
-            (
-                "dataset.train / dataset.realesrgan",
-                json(&self.dataset.training()),
-            ),
-            ("batch_transform", json(&self.batch_transform)),
-            ("train.seed", json(&t.seed)),
-            ("train.batch_size", json(&t.batch_size)),
-            (
-                "train.learning_rate / weight_decay",
-                json(&(t.learning_rate, t.weight_decay)),
-            ),
-        ]
+        common_trajectory(
+            json(&self.model),
+            &self.dataset,
+            &self.batch_transform,
+            (t.seed, t.batch_size, t.learning_rate, t.weight_decay),
+        )
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -448,22 +459,15 @@ impl TrainConfig for Stage1TrainConfig {
 impl TrainConfig for Stage2TrainConfig {
     fn trajectory(&self) -> Vec<(&'static str, serde_json::Value)> {
         let t = &self.train;
-        vec![
-            ("model", json(&self.model)),
-            (
-                "dataset.train / dataset.realesrgan",
-                json(&self.dataset.training()),
-            ),
-            ("batch_transform", json(&self.batch_transform)),
-            ("train.seed", json(&t.seed)),
-            ("train.batch_size", json(&t.batch_size)),
-            (
-                "train.learning_rate / weight_decay",
-                json(&(t.learning_rate, t.weight_decay)),
-            ),
-            ("train.noise_aug_timestep", json(&t.noise_aug_timestep)),
-            ("train.p_empty_prompt", json(&t.p_empty_prompt)),
-        ]
+        let mut fields = common_trajectory(
+            json(&self.model),
+            &self.dataset,
+            &self.batch_transform,
+            (t.seed, t.batch_size, t.learning_rate, t.weight_decay),
+        );
+        fields.push(("train.noise_aug_timestep", json(&t.noise_aug_timestep)));
+        fields.push(("train.p_empty_prompt", json(&t.p_empty_prompt)));
+        fields
     }
 
     fn resolve_paths(&mut self, base: &Path) {

@@ -116,26 +116,49 @@ pub fn resize_bicubic_antialias(x: Tensor<4>, out_h: usize, out_w: usize) -> Res
     check_size("resize input width", w)?;
     check_size("resize output height", out_h)?;
     check_size("resize output width", out_w)?;
+    Ok(resample_separable(
+        x,
+        (out_h != h).then(|| (out_h, antialias_weights(h, out_h))),
+        (out_w != w).then(|| (out_w, antialias_weights(w, out_w))),
+    ))
+}
+
+/// Resamples the two spatial axes with dense per-axis weights, `W_h · x · W_wᵀ` (the width
+/// first, as PyTorch's separable kernels do); an axis given `None` is left alone. Each
+/// `(out, weights)` holds a row-major `[out, in]` matrix, cast to `x`'s dtype and applied as
+/// a matrix product on `x`'s device.
+///
+/// # Shapes
+/// - `x`: `[B, C, H, W]`
+/// - `height`: `(out_h, [out_h · H])`, `width`: `(out_w, [out_w · W])`
+/// - returns `[B, C, out_h, out_w]`
+///
+/// # Panics
+/// If a weight matrix does not have `out × in` values.
+pub fn resample_separable(
+    x: Tensor<4>,
+    height: Option<(usize, Vec<f32>)>,
+    width: Option<(usize, Vec<f32>)>,
+) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
     let device = x.device();
     let dtype = x.dtype();
     let mut y = x;
-    if out_w != w {
+    if let Some((out_w, weights)) = width {
         // [out_w, w] weights, transposed into [w, out_w] for `y · Wᵀ`.
-        let weights = antialias_weights(w, out_w);
         let matrix = Tensor::<2>::from_data(TensorData::new(weights, [out_w, w]), &device)
             .cast(dtype)
             .transpose()
             .unsqueeze::<4>();
         y = y.matmul(matrix);
     }
-    if out_h != h {
-        let weights = antialias_weights(h, out_h);
+    if let Some((out_h, weights)) = height {
         let matrix = Tensor::<2>::from_data(TensorData::new(weights, [out_h, h]), &device)
             .cast(dtype)
             .unsqueeze::<4>();
         y = matrix.matmul(y);
     }
-    Ok(y)
+    y
 }
 
 /// The size [`resize_short_edge_to`] resizes an `h × w` image to, as `(height, width)`: a

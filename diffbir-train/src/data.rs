@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::config::resolve;
+use crate::config::{check_jpeg_range, check_range, check_weights, resolve};
 use crate::degradation::cv::{HwcImage, downsampled_size, filter2d, resize_linear};
 pub use crate::degradation::kernels::KernelKind;
 use crate::degradation::kernels::{KernelRanges, random_mixed_kernel, uniform};
@@ -101,39 +101,18 @@ impl CodeformerConfig {
         if self.blur_kernel_size.is_multiple_of(2) {
             return Err(Error::field(field("blur_kernel_size"), "must be odd"));
         }
-        if self.kernel_list.is_empty() || self.kernel_list.len() != self.kernel_prob.len() {
-            return Err(Error::field(
-                field("kernel_prob"),
-                "needs one probability per entry of kernel_list",
-            ));
+        if self.kernel_list.is_empty() {
+            return Err(Error::field(field("kernel_list"), "must not be empty"));
         }
-        if self
-            .kernel_prob
-            .iter()
-            .any(|p| !(p.is_finite() && *p >= 0.0))
-            || self.kernel_prob.iter().sum::<f64>() <= 0.0
-        {
-            return Err(Error::field(
-                field("kernel_prob"),
-                "must be non-negative with a positive sum",
-            ));
-        }
-        for (name, [lo, hi], min) in [
-            ("blur_sigma", self.blur_sigma, f64::MIN_POSITIVE),
-            ("downsample_range", self.downsample_range, 1.0),
-            ("noise_range", self.noise_range, 0.0),
-            ("jpeg_range", self.jpeg_range, 1.0),
-        ] {
-            if !(lo.is_finite() && hi.is_finite() && lo >= min && lo <= hi) {
-                return Err(Error::field(
-                    field(name),
-                    format!("must be [low, high] with {min} <= low <= high, got [{lo}, {hi}]"),
-                ));
-            }
-        }
-        if self.jpeg_range[1] > 100.0 {
-            return Err(Error::field(field("jpeg_range"), "qualities go up to 100"));
-        }
+        check_weights(
+            field("kernel_prob"),
+            &self.kernel_prob,
+            self.kernel_list.len(),
+        )?;
+        check_range(field("blur_sigma"), self.blur_sigma, f64::MIN_POSITIVE)?;
+        check_range(field("downsample_range"), self.downsample_range, 1.0)?;
+        check_range(field("noise_range"), self.noise_range, 0.0)?;
+        check_jpeg_range(field("jpeg_range"), self.jpeg_range)?;
         Ok(())
     }
 }

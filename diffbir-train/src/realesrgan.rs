@@ -18,11 +18,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use diffbir_core::NoiseSource;
 use image::RgbImage;
 use rand::Rng;
-use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::resolve;
+use crate::config::{check_jpeg_range, check_probability, check_range, check_weights, resolve};
 use crate::data::{
     Batch, CropType, ImageEntry, Sample, TrainingSet, crop, rng_for, scan_folder, stream,
     with_retries,
@@ -33,6 +32,7 @@ use crate::degradation::kernels::{
     Kernel, KernelKind, KernelRanges, choose, circular_lowpass_kernel, random_mixed_kernel, uniform,
 };
 use crate::degradation::noise::{random_add_gaussian_noise_pt, random_add_poisson_noise_pt};
+use crate::degradation::read_back;
 use crate::degradation::resize::{InterpolateMode, interpolate_scale, interpolate_size};
 use crate::error::{Error, Result};
 use crate::state::Named;
@@ -205,38 +205,6 @@ pub struct RealEsrganConfig {
 
 fn default_kernel_size() -> usize {
     KERNEL_SIZE
-}
-
-fn check_probability(field: String, p: f64) -> Result<()> {
-    if (0.0..=1.0).contains(&p) {
-        Ok(())
-    } else {
-        Err(Error::field(field, format!("must lie in [0, 1], got {p}")))
-    }
-}
-
-fn check_weights(field: String, weights: &[f64], n: usize) -> Result<()> {
-    if weights.len() != n
-        || weights.iter().any(|p| !(p.is_finite() && *p >= 0.0))
-        || weights.iter().sum::<f64>() <= 0.0
-    {
-        return Err(Error::field(
-            field,
-            format!("needs {n} non-negative weights with a positive sum"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_range(field: String, [lo, hi]: [f64; 2], min: f64) -> Result<()> {
-    if lo.is_finite() && hi.is_finite() && lo >= min && lo <= hi {
-        Ok(())
-    } else {
-        Err(Error::field(
-            field,
-            format!("must be [low, high] with {min} <= low <= high, got [{lo}, {hi}]"),
-        ))
-    }
 }
 
 impl KernelConfig {
@@ -501,11 +469,7 @@ impl RoundConfig {
         check_range(field("noise_range"), self.noise_range, 0.0)?;
         check_range(field("poisson_scale_range"), self.poisson_scale_range, 0.0)?;
         check_probability(field("gray_noise_prob"), self.gray_noise_prob)?;
-        check_range(field("jpeg_range"), self.jpeg_range, 1.0)?;
-        if self.jpeg_range[1] > 100.0 {
-            return Err(Error::field(field("jpeg_range"), "qualities go up to 100"));
-        }
-        Ok(())
+        check_jpeg_range(field("jpeg_range"), self.jpeg_range)
     }
 
     /// `random.choices([up, down, keep], resize_prob)` and the scale of that choice.
@@ -778,7 +742,10 @@ impl RealEsrganTransform {
             .round()
             .clamp(0.0, 255.0)
             .div_scalar(255.0);
-        Ok((host(hq)?, host(lq)?))
+        Ok((
+            read_back(hq, "ground truth")?,
+            read_back(lq, "degraded batch")?,
+        ))
     }
 
     /// The pools as named tensors (`pool<r>.gt`, `pool<r>.lq` as 8-bit levels) and a JSON
@@ -878,13 +845,14 @@ impl RealEsrganTransform {
 
 impl Pool {
     /// `_dequeue_and_enqueue`: fills the pool with the first batches (returning them
-    /// unchanged); once full, shuffles it, hands out its first `b` pairs and keeps the new
-    /// ones in their place.
+    /// unchanged); once full, hands out `b` pairs drawn at random without repetition and
+    /// keeps the new ones in their slots. (The reference permutes the whole pool and takes
+    /// its first `b`: the same draw, without copying every pair each step.)
     fn exchange(
         &mut self,
-        gt: Vec<f32>,
-        lq: Vec<f32>,
-        prompts: Vec<String>,
+        mut gt: Vec<f32>,
+        mut lq: Vec<f32>,
+        mut prompts: Vec<String>,
         capacity: usize,
         rng: &mut ChaCha8Rng,
     ) -> (Vec<f32>, Vec<f32>, Vec<String>) {
@@ -897,30 +865,17 @@ impl Pool {
             return (gt, lq, prompts);
         }
         let per = gt.len() / b.max(1);
-        let mut order: Vec<usize> = (0..capacity).collect();
-        order.shuffle(rng);
-        let permute = |v: &[f32]| -> Vec<f32> {
-            order
-                .iter()
-                .flat_map(|&i| v[i * per..(i + 1) * per].iter().copied())
-                .collect()
-        };
-        self.gt = permute(&self.gt);
-        self.lq = permute(&self.lq);
-        self.prompts = order.iter().map(|&i| self.prompts[i].clone()).collect();
-        let out_gt = self.gt[..b * per].to_vec();
-        let out_lq = self.lq[..b * per].to_vec();
-        self.gt[..b * per].copy_from_slice(&gt);
-        self.lq[..b * per].copy_from_slice(&lq);
-        let out_prompts = self.prompts.splice(..b, prompts).collect();
-        (out_gt, out_lq, out_prompts)
+        for (k, slot) in rand::seq::index::sample(rng, capacity, b)
+            .into_iter()
+            .enumerate()
+        {
+            let (pool, new) = (slot * per..(slot + 1) * per, k * per..(k + 1) * per);
+            self.gt[pool.clone()].swap_with_slice(&mut gt[new.clone()]);
+            self.lq[pool].swap_with_slice(&mut lq[new]);
+            std::mem::swap(&mut self.prompts[slot], &mut prompts[k]);
+        }
+        (gt, lq, prompts)
     }
-}
-
-fn host(x: Tensor<4>) -> Result<Vec<f32>> {
-    x.into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::Data(format!("reading a degraded batch back: {e:?}")))
 }
 
 #[cfg(test)]
@@ -1166,11 +1121,12 @@ mod tests {
             );
         }
         let hq = Tensor::<4>::from_data(TensorData::new(batch.gt.clone(), [2, 3, 96, 96]), &device);
-        let sharp = host(
+        let sharp = read_back(
             UsmSharp::new(50, 0.0, &device)
                 .unwrap()
                 .forward(hq, 0.5, 10.0)
                 .unwrap(),
+            "sharpened",
         )
         .unwrap();
         assert_eq!(out.gt, sharp);

@@ -384,7 +384,7 @@ pub fn choose<T: Copy>(rng: &mut impl Rng, items: &[T], weights: &[f64]) -> T {
 }
 
 /// A uniform draw in `[lo, hi)` (`np.random.uniform(lo, hi)`; `lo` when they are equal).
-pub fn uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
+pub fn uniform<R: Rng + ?Sized>(rng: &mut R, lo: f64, hi: f64) -> f64 {
     lo + (hi - lo) * rng.random::<f64>()
 }
 

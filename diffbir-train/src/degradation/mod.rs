@@ -25,6 +25,7 @@ pub mod kernels;
 pub mod noise;
 pub mod resize;
 
+use burn::tensor::Tensor;
 use diffbir_core::Error;
 
 /// An [`Error::InvalidArgument`].
@@ -33,4 +34,17 @@ pub(crate) fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Err
         what: what.into(),
         reason: reason.into(),
     }
+}
+
+/// Reads a tensor back to the host as float32 values (`what` names it in the error).
+pub(crate) fn read_back<const D: usize>(
+    x: Tensor<D>,
+    what: &str,
+) -> diffbir_core::Result<Vec<f32>> {
+    let device = x.device();
+    x.try_into_vec_as::<f32>()
+        .map_err(|e| Error::DeviceUnavailable {
+            name: format!("{device:?}"),
+            reason: format!("reading the {what} back failed: {e}"),
+        })
 }

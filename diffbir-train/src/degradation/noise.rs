@@ -5,12 +5,13 @@
 //! draws, which burn does not provide, are made on the host from a caller's [`Rng`].
 //! Per-sample parameters (σ, scale, gray flag) are `[B]` tensors throughout.
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use diffbir_core::{NoiseSource, Result};
 use rand::Rng;
 use rand_distr::{Distribution, Poisson};
 
-use super::invalid;
+use super::kernels::uniform;
+use super::{invalid, read_back};
 
 /// `generate_gaussian_noise_pt`: `randn·σ/255` per sample, mixed with one gray noise map
 /// (shared by the batch, scaled by each sample's σ) where `gray_noise > 0`.
@@ -30,27 +31,43 @@ pub fn generate_gaussian_noise_pt(
     noise: &mut NoiseSource,
 ) -> Result<Tensor<4>> {
     let [b, c, h, w] = img.dims();
-    let [ns] = sigma.dims();
-    let [ng] = gray_noise.dims();
-    if ns != b || ng != b {
-        return Err(invalid(
-            "sigma/gray_noise",
-            format!("{ns} sigmas and {ng} gray_noise values for a batch of {b}"),
-        ));
-    }
+    let (sigma, gray, any_gray) = per_sample(b, "sigma", sigma, gray_noise)?;
     let device = img.device();
-    let sigma = sigma.reshape([b, 1, 1, 1]);
-    let gray = gray_noise.reshape([b, 1, 1, 1]);
-    let any_gray = gray.clone().sum().into_scalar::<f32>() > 0.0;
     let gray_map = any_gray.then(|| {
         let map = noise.randn([h, w], &device).reshape([1, 1, h, w]);
         (map * sigma.clone()).div_scalar(255.0) // [B, 1, H, W]
     });
     let colour = (noise.randn([b, c, h, w], &device) * sigma).div_scalar(255.0);
-    Ok(match gray_map {
+    Ok(mix_gray(colour, gray_map, gray))
+}
+
+/// Checks that `param` and `gray_noise` hold one value per sample of a batch of `b`, and
+/// shapes them `[B, 1, 1, 1]`; also says whether any sample asks for gray noise.
+fn per_sample(
+    b: usize,
+    what: &str,
+    param: Tensor<1>,
+    gray_noise: Tensor<1>,
+) -> Result<(Tensor<4>, Tensor<4>, bool)> {
+    let [np] = param.dims();
+    let [ng] = gray_noise.dims();
+    if np != b || ng != b {
+        return Err(invalid(
+            format!("{what}/gray_noise"),
+            format!("{np} {what} and {ng} gray_noise values for a batch of {b}"),
+        ));
+    }
+    let gray = gray_noise.reshape([b, 1, 1, 1]);
+    let any_gray = gray.clone().sum().into_scalar::<f32>() > 0.0;
+    Ok((param.reshape([b, 1, 1, 1]), gray, any_gray))
+}
+
+/// `colour·(1 − g) + gray·g` when there is a gray noise map, else `colour`.
+fn mix_gray(colour: Tensor<4>, gray_map: Option<Tensor<4>>, gray: Tensor<4>) -> Tensor<4> {
+    match gray_map {
         Some(map) => colour * (gray.clone().neg().add_scalar(1.0)) + map * gray,
         None => colour,
-    })
+    }
 }
 
 /// `add_gaussian_noise_pt`: `img + noise`, then `clip` to `[0, 1]` and/or `rounds` to the
@@ -138,16 +155,6 @@ fn poisson_noise_of<R: Rng + ?Sized>(levels: &[u8], rng: &mut R) -> Result<Vec<f
         .collect())
 }
 
-/// Reads a tensor back as float32 values.
-fn host_values<const D: usize>(x: Tensor<D>, what: &str) -> Result<Vec<f32>> {
-    let device = x.device();
-    x.try_into_vec_as::<f32>()
-        .map_err(|e| diffbir_core::Error::DeviceUnavailable {
-            name: format!("{device:?}"),
-            reason: format!("reading the {what} back failed: {e}"),
-        })
-}
-
 /// `generate_poisson_noise_pt` (BasicSR): Poisson noise at the 8-bit levels of the image,
 /// whose rate resolution `vals` is the number of distinct levels of each sample rounded up
 /// to a power of two, mixed with the noise of the gray image where `gray_noise > 0`, and
@@ -180,26 +187,16 @@ pub fn generate_poisson_noise_pt<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<Tensor<4>> {
     let [b, c, h, w] = img.dims();
-    let [ns] = scale.dims();
-    let [ng] = gray_noise.dims();
-    if ns != b || ng != b {
-        return Err(invalid(
-            "scale/gray_noise",
-            format!("{ns} scales and {ng} gray_noise values for a batch of {b}"),
-        ));
-    }
+    let (scale, gray, any_gray) = per_sample(b, "scale", scale, gray_noise)?;
     let device = img.device();
     let dtype = img.dtype();
-    let values = host_values(img.clone(), "image")?;
+    let values = read_back(img.clone(), "image")?;
     if values.iter().any(|v| !v.is_finite()) {
         return Err(invalid(
             "image",
             "holds non-finite values; Poisson noise needs finite ones",
         ));
     }
-    let scale = scale.reshape([b, 1, 1, 1]);
-    let gray = gray_noise.reshape([b, 1, 1, 1]);
-    let any_gray = gray.clone().sum().into_scalar::<f32>() > 0.0;
     let plane = h * w;
     let gray_noise_map = if any_gray {
         if c != 3 {
@@ -227,11 +224,7 @@ pub fn generate_poisson_noise_pt<R: Rng + ?Sized>(
         colour.extend(poisson_noise_of(&levels, rng)?);
     }
     let colour = Tensor::<4>::from_data(TensorData::new(colour, [b, c, h, w]), &device).cast(dtype);
-    let noise = match gray_noise_map {
-        Some(map) => colour * (gray.clone().neg().add_scalar(1.0)) + map * gray,
-        None => colour,
-    };
-    Ok(noise * scale)
+    Ok(mix_gray(colour, gray_noise_map, gray) * scale)
 }
 
 /// `add_poisson_noise_pt`: `img + generate_poisson_noise_pt(img, …)` (the original, unrounded
@@ -259,15 +252,17 @@ pub fn add_poisson_noise_pt<R: Rng + ?Sized>(
     Ok(clip_and_round(img + n, clip, rounds))
 }
 
-/// Draws Real-ESRGAN's per-sample noise parameters: `b` values uniform in `range` first, then
-/// `b` gray flags (`U(0, 1) < gray_prob` as 0 or 1), like its two `torch.rand(b)`.
+/// Draws Real-ESRGAN's per-sample noise parameters on `device`: `b` values uniform in
+/// `range` first, then `b` gray flags (`U(0, 1) < gray_prob` as 0 or 1), like its two
+/// `torch.rand(b)`.
 fn draw_parameters<R: Rng + ?Sized>(
     b: usize,
     what: &str,
     range: [f64; 2],
     gray_prob: f64,
     rng: &mut R,
-) -> Result<(Vec<f32>, Vec<f32>)> {
+    device: &Device,
+) -> Result<(Tensor<1>, Tensor<1>)> {
     let [lo, hi] = range;
     if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
         return Err(invalid(
@@ -278,19 +273,12 @@ fn draw_parameters<R: Rng + ?Sized>(
     if gray_prob.is_nan() {
         return Err(invalid("gray_prob", "is NaN"));
     }
-    let values = (0..b)
-        .map(|_| (lo + (hi - lo) * rng.random::<f64>()) as f32)
+    let values: Vec<f32> = (0..b).map(|_| uniform(rng, lo, hi) as f32).collect();
+    let gray: Vec<f32> = (0..b)
+        .map(|_| f32::from(u8::from(rng.random::<f64>() < gray_prob)))
         .collect();
-    let gray = (0..b)
-        .map(|_| {
-            if rng.random::<f64>() < gray_prob {
-                1.0
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    Ok((values, gray))
+    let tensor = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [b]), device);
+    Ok((tensor(values), tensor(gray)))
 }
 
 /// Real-ESRGAN's `random_add_gaussian_noise_pt`: per sample, σ uniform in `sigma_range`
@@ -316,10 +304,8 @@ pub fn random_add_gaussian_noise_pt<R: Rng + ?Sized>(
     noise: &mut NoiseSource,
 ) -> Result<Tensor<4>> {
     let [b, ..] = img.dims();
-    let (sigma, gray) = draw_parameters(b, "sigma_range", sigma_range, gray_prob, rng)?;
-    let device = img.device();
-    let sigma = Tensor::<1>::from_data(TensorData::new(sigma, [b]), &device);
-    let gray = Tensor::<1>::from_data(TensorData::new(gray, [b]), &device);
+    let (sigma, gray) =
+        draw_parameters(b, "sigma_range", sigma_range, gray_prob, rng, &img.device())?;
     add_gaussian_noise_pt(img, sigma, gray, clip, rounds, noise)
 }
 
@@ -345,10 +331,8 @@ pub fn random_add_poisson_noise_pt<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<Tensor<4>> {
     let [b, ..] = img.dims();
-    let (scale, gray) = draw_parameters(b, "scale_range", scale_range, gray_prob, rng)?;
-    let device = img.device();
-    let scale = Tensor::<1>::from_data(TensorData::new(scale, [b]), &device);
-    let gray = Tensor::<1>::from_data(TensorData::new(gray, [b]), &device);
+    let (scale, gray) =
+        draw_parameters(b, "scale_range", scale_range, gray_prob, rng, &img.device())?;
     add_poisson_noise_pt(img, scale, gray, clip, rounds, rng)
 }
 
@@ -503,7 +487,13 @@ mod tests {
     #[test]
     fn random_wrappers_draw_parameters_then_gray_flags() {
         let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let (values, gray) = draw_parameters(4, "range", [2.0, 6.0], 0.5, &mut rng).unwrap();
+        let device = Device::flex();
+        let (values, gray) =
+            draw_parameters(4, "range", [2.0, 6.0], 0.5, &mut rng, &device).unwrap();
+        let (values, gray) = (
+            values.try_into_vec_as::<f32>().unwrap(),
+            gray.try_into_vec_as::<f32>().unwrap(),
+        );
         let mut again = ChaCha8Rng::seed_from_u64(9);
         let expected: Vec<f32> = (0..4)
             .map(|_| (2.0 + 4.0 * again.random::<f64>()) as f32)
@@ -514,11 +504,10 @@ mod tests {
         assert_eq!(values, expected);
         assert_eq!(gray, flags);
         assert!(values.iter().all(|v| (2.0..=6.0).contains(v)));
-        assert!(draw_parameters(1, "range", [3.0, 1.0], 0.5, &mut rng).is_err());
-        assert!(draw_parameters(1, "range", [0.0, f64::NAN], 0.5, &mut rng).is_err());
+        assert!(draw_parameters(1, "range", [3.0, 1.0], 0.5, &mut rng, &device).is_err());
+        assert!(draw_parameters(1, "range", [0.0, f64::NAN], 0.5, &mut rng, &device).is_err());
 
         // gray_prob = 1: the Gaussian noise of a constant image is the same in every channel.
-        let device = Device::flex();
         let img = Tensor::<4>::full([2, 3, 6, 7], 0.5, &device);
         let mut noise = NoiseSource::seeded(3);
         let out = random_add_gaussian_noise_pt(

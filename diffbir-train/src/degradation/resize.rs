@@ -5,8 +5,9 @@
 //! arithmetic of PyTorch's CPU kernels, and the two matrices are applied as matrix products
 //! on the tensor's device (the width first, then the height).
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use diffbir_core::Result;
+use diffbir_core::resize::resample_separable;
 
 use super::invalid;
 
@@ -112,8 +113,8 @@ fn check_size(what: &str, value: usize) -> Result<()> {
     }
 }
 
-/// Applies the per-axis weights: `W_h · x · W_wᵀ`, skipping an axis whose matrix is the
-/// identity (the input is returned as is when both are).
+/// Applies the per-axis weights with [`resample_separable`], skipping an axis whose matrix is
+/// the identity (the input is returned as is when both are).
 fn apply(
     x: Tensor<4>,
     out_h: usize,
@@ -126,26 +127,11 @@ fn apply(
     check_size("interpolate input width", w)?;
     check_size("interpolate output height", out_h)?;
     check_size("interpolate output width", out_w)?;
-    let device = x.device();
-    let dtype = x.dtype();
-    let mut y = x;
-    let weights = axis_weights(w, out_w, mode, scale);
-    if !(out_w == w && is_identity(&weights, w)) {
-        // [out_w, w] weights, transposed into [w, out_w] for `y · Wᵀ`.
-        let matrix = Tensor::<2>::from_data(TensorData::new(weights, [out_w, w]), &device)
-            .cast(dtype)
-            .transpose()
-            .unsqueeze::<4>();
-        y = y.matmul(matrix);
-    }
-    let weights = axis_weights(h, out_h, mode, scale);
-    if !(out_h == h && is_identity(&weights, h)) {
-        let matrix = Tensor::<2>::from_data(TensorData::new(weights, [out_h, h]), &device)
-            .cast(dtype)
-            .unsqueeze::<4>();
-        y = matrix.matmul(y);
-    }
-    Ok(y)
+    let axis = |n: usize, out: usize| {
+        let weights = axis_weights(n, out, mode, scale);
+        (!(out == n && is_identity(&weights, n))).then_some((out, weights))
+    };
+    Ok(resample_separable(x, axis(h, out_h), axis(w, out_w)))
 }
 
 /// `F.interpolate(x, size=(out_h, out_w), mode=…)` with `align_corners=False` and no
@@ -213,7 +199,7 @@ pub fn interpolate_scale(x: Tensor<4>, scale: f64, mode: InterpolateMode) -> Res
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Device, Distribution, Tolerance};
+    use burn::tensor::{Device, Distribution, TensorData, Tolerance};
 
     use super::*;
 

@@ -16,6 +16,7 @@ use burn::store::{ModuleStore, SafetensorsStore, bridge};
 use burn::tensor::{DType, TensorData};
 
 use crate::error::{Error, Result};
+pub use crate::pickle_guard::allow_pickle_globals;
 
 /// The container a checkpoint was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,12 +74,15 @@ impl Checkpoint {
                 .get_all_tensors()
                 .map_err(|e| bad(e.to_string()))?
                 .clone(),
-            CheckpointFormat::Pytorch => PytorchReader::new(&path)
-                .map_err(|e| bad(e.to_string()))?
-                .into_tensors()
-                .into_iter()
-                .map(|(key, t)| (key, bridge::from_pytorch(t)))
-                .collect(),
+            CheckpointFormat::Pytorch => {
+                crate::pickle_guard::check_pytorch_file(&path)?;
+                PytorchReader::new(&path)
+                    .map_err(|e| bad(e.to_string()))?
+                    .into_tensors()
+                    .into_iter()
+                    .map(|(key, t)| (key, bridge::from_pytorch(t)))
+                    .collect()
+            }
         };
         if tensors.is_empty() {
             return Err(bad("it holds no tensors".into()));
@@ -202,8 +206,13 @@ impl Checkpoint {
 }
 
 /// Recognises the container from the first bytes of the file.
+///
+/// Safetensors is checked first and by its whole framing (an 8-byte little-endian header
+/// length that fits in the file, then `{`): its first byte is the low byte of that length, so
+/// any single-byte test (such as a pickle's `0x80`) would misread one file in 256.
 fn sniff(path: &Path) -> Result<CheckpointFormat> {
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut head = [0u8; 16];
     let mut n = 0;
     while n < head.len() {
@@ -221,27 +230,36 @@ fn sniff(path: &Path) -> Result<CheckpointFormat> {
     if head.is_empty() {
         return Err(not_a_checkpoint("the file is empty"));
     }
+    if is_safetensors(head, len) {
+        return Ok(CheckpointFormat::Safetensors);
+    }
     // PyTorch >= 1.6: a zip archive. Legacy: a pickle stream (protocol opcode 0x80).
     // Before 0.1.10: a tar archive ("ustar" at byte 257, checked by the reader itself).
     if head.starts_with(b"PK\x03\x04") || head[0] == 0x80 {
         return Ok(CheckpointFormat::Pytorch);
-    }
-    // safetensors: an 8-byte little-endian header length, then a JSON object.
-    if head.len() >= 9 && head[8] == b'{' {
-        return Ok(CheckpointFormat::Safetensors);
     }
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    if head.len() >= 512 || matches!(ext.as_str(), "pth" | "pt" | "ckpt" | "bin" | "tar") {
+    if len >= 512 || matches!(ext.as_str(), "pth" | "pt" | "ckpt" | "bin" | "tar") {
         // Let the PyTorch reader decide (tar containers, or a clear parse error).
         return Ok(CheckpointFormat::Pytorch);
     }
     Err(not_a_checkpoint(
         "the file starts with neither a zip, pickle nor safetensors header",
     ))
+}
+
+/// Whether `head` (the file's first bytes) frames a safetensors file of `len` bytes: a
+/// header length `n` with `8 + n <= len`, and the header starting with `{`.
+fn is_safetensors(head: &[u8], len: u64) -> bool {
+    let Some(size) = head.get(..8) else {
+        return false;
+    };
+    let n = u64::from_le_bytes(size.try_into().expect("8 bytes"));
+    n >= 2 && n <= len.saturating_sub(8) && head.get(8) == Some(&b'{')
 }
 
 #[cfg(test)]
@@ -300,6 +318,76 @@ pub(crate) mod tests {
         let b = ckpt.tensor_data("b").unwrap();
         assert_eq!(b.try_to_vec::<f32>().unwrap(), vec![2.0; 4]);
         assert!(matches!(ckpt.tensor_data("c"), Err(Error::Tensor { .. })));
+    }
+
+    /// A safetensors file of one tensor whose JSON header is exactly `n` bytes long (padded
+    /// with spaces, as the format allows), or `None` when `n` is too short for it.
+    fn safetensors_with_header_len(n: usize) -> Option<Vec<u8>> {
+        let json = r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+        (json.len() <= n).then(|| {
+            let header = format!("{json}{}", " ".repeat(n - json.len()));
+            let mut bytes = (n as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.extend_from_slice(&[0, 0, 128, 63, 0, 0, 0, 64]);
+            bytes
+        })
+    }
+
+    #[test]
+    fn safetensors_is_recognised_whatever_its_header_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        // Every length up to 1 024, then lengths drawn at random up to 1 MiB (the low byte of
+        // the length is the file's first byte: 0x80 is a pickle's PROTO, 0x50 'P' a zip's).
+        let mut lengths: Vec<usize> = (0..=1024).collect();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        lengths.extend((0..200).map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            1025 + (state >> 44) as usize
+        }));
+        lengths.extend([42_880, 0x80 + 256 * 100, 0x0403_4b50 & 0xffff]);
+        let mut opened = 0;
+        for n in lengths {
+            // A bare `{` header of this length is recognised as safetensors by its framing...
+            let mut framed = (n as u64).to_le_bytes().to_vec();
+            framed.push(b'{');
+            framed.resize(8 + n.max(1), b' ');
+            std::fs::write(&p, &framed).unwrap();
+            let expected = if n >= 2 {
+                Some(CheckpointFormat::Safetensors)
+            } else {
+                None
+            };
+            assert_eq!(
+                sniff(&p)
+                    .ok()
+                    .filter(|f| *f == CheckpointFormat::Safetensors),
+                expected,
+                "header length {n}"
+            );
+            // ...and a real file with a header of that length opens.
+            if let Some(bytes) = safetensors_with_header_len(n) {
+                std::fs::write(&p, bytes).unwrap();
+                let ckpt =
+                    Checkpoint::open(&p).unwrap_or_else(|e| panic!("header length {n}: {e}"));
+                assert_eq!(ckpt.format(), CheckpointFormat::Safetensors);
+                let w = ckpt.tensor_data("w").unwrap();
+                assert_eq!(
+                    w.try_to_vec::<f32>().unwrap(),
+                    [1.0, 2.0],
+                    "header length {n}"
+                );
+                opened += 1;
+            }
+        }
+        assert!(opened > 1000);
+        // A length that claims more bytes than the file has is not safetensors.
+        let mut lying = (1u64 << 40).to_le_bytes().to_vec();
+        lying.extend_from_slice(b"{}");
+        std::fs::write(&p, lying).unwrap();
+        assert!(Checkpoint::open(&p).is_err());
     }
 
     #[test]

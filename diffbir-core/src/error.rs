@@ -91,6 +91,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// A PyTorch checkpoint's pickle names a global that a file holding only weights never
+    /// needs (a function such as `os.system`, or a class of some training framework).
+    #[error(
+        "{path}: refused: its pickle references `{global}` ({opcode}), which is not a tensor \
+         rebuilder, storage or plain container; PyTorch's weights_only loader refuses it too. \
+         Nothing in the file was run. If you trust the file, allow the name explicitly \
+         (`--allow-pickle-global {global}`, or `checkpoint::allow_pickle_globals` in code)"
+    )]
+    PickleGlobal {
+        /// The file.
+        path: PathBuf,
+        /// The global, `module.name`.
+        global: String,
+        /// The opcode that named it (`GLOBAL`, `STACK_GLOBAL` or `INST`).
+        opcode: &'static str,
+    },
+
     /// A file is not a readable checkpoint.
     #[error("{path}: not a readable checkpoint: {reason}")]
     Checkpoint {
@@ -177,6 +194,7 @@ impl Error {
             | Self::ImageSize { .. }
             | Self::ImageEncode { .. }
             | Self::Checkpoint { .. }
+            | Self::PickleGlobal { .. }
             | Self::Tensor { .. }
             | Self::KeyCollision { .. }
             | Self::WeightsMismatch { .. }

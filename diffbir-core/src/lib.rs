@@ -35,6 +35,7 @@ pub mod device;
 mod error;
 pub mod image;
 pub mod noise;
+mod pickle_guard;
 pub mod precision;
 pub mod resize;
 pub mod save;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use diffbir::core::device::DeviceSpec;
 use diffbir::core::{Checkpoint, CheckpointFormat};
 use diffbir::hub::{self, DownloadEvent, DownloadObserver, Hub, Location, ModelFile};
+use diffbir::pipeline::{Task, Version};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
 mod cli_restore;
@@ -18,6 +19,18 @@ mod cli_restore;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Accept a PyTorch checkpoint whose pickle names this global (`module.name`), for files
+    /// you trust; by default only tensor rebuilders, storages and plain containers are
+    /// accepted, as PyTorch's weights_only loader does (repeatable; also
+    /// DIFFBIR_ALLOW_PICKLE_GLOBALS, comma-separated). Nothing in a pickle is ever run.
+    #[arg(
+        long,
+        global = true,
+        value_name = "MODULE.NAME",
+        env = "DIFFBIR_ALLOW_PICKLE_GLOBALS",
+        value_delimiter = ','
+    )]
+    allow_pickle_global: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -72,7 +85,7 @@ struct DownloadArgs {
     /// Also download every file a DiffBIR version needs for --task: v1, v2 or v2.1.
     #[arg(long = "version", id = "pipeline_version", value_name = "VERSION")]
     pipeline_version: Option<String>,
-    /// The task for --version: sr, denoise, face or unaligned_face.
+    /// The task for --version: sr, denoise or face.
     #[arg(long, default_value = "sr", requires = "pipeline_version")]
     task: String,
     /// List the known files and where they are, then exit.
@@ -120,6 +133,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    diffbir::core::checkpoint::allow_pickle_globals(cli.allow_pickle_global);
     match cli.command {
         Command::Weights(WeightsCommand::Inspect { file }) => inspect(&file),
         Command::Weights(WeightsCommand::Verify {
@@ -213,7 +227,8 @@ fn download(args: &DownloadArgs) -> Result<ExitCode> {
         files.push(hub::find_file(name)?);
     }
     if let Some(version) = &args.pipeline_version {
-        files.extend(hub::files_for_task(version, &args.task)?);
+        let (task, version) = (Task::from_name(&args.task)?, Version::from_name(version)?);
+        files.extend(hub::files_for_task(task, version)?);
     }
     if files.is_empty() {
         bail!(

@@ -2,9 +2,11 @@
 //!
 //! Every random draw of the restoration goes through a [`NoiseSource`]. Seeded draws are made
 //! on the CPU with ChaCha8 and moved to the device, so a seed gives the same image on every
-//! backend. Each batch item has its own stream (`seed`, stream = item index), so sample `i` of
-//! a batch of four equals the single sample drawn with the same seed when `i = 0`, whatever
-//! the batch size. A parity case instead replays the tensors the reference drew, in order.
+//! backend. Each sample has its own stream (`seed`, stream = sample index): a batch that
+//! starts at sample `k` ([`NoiseSource::begin_batch`]) draws item `b` from stream `k + b`, so
+//! sample `i` gets the same noise whatever the batch size, and whatever was restored before
+//! with the same source. A parity case instead replays the tensors the reference drew, in
+//! order.
 
 use std::collections::VecDeque;
 
@@ -23,6 +25,8 @@ pub struct NoiseSource {
 enum Inner {
     Seeded {
         seed: u64,
+        /// The sample index of batch item 0.
+        first: u64,
         streams: Vec<ChaCha8Rng>,
     },
     Replay {
@@ -37,6 +41,7 @@ impl NoiseSource {
         Self {
             inner: Inner::Seeded {
                 seed,
+                first: 0,
                 streams: Vec::new(),
             },
         }
@@ -49,6 +54,16 @@ impl NoiseSource {
                 draws: draws.into_iter().collect(),
                 taken: 0,
             },
+        }
+    }
+
+    /// Starts a batch whose item `b` is sample `first_sample + b`: a seeded source restarts
+    /// those samples' streams, so each sample's noise depends only on the seed and its index.
+    /// A replaying source goes on in recorded order.
+    pub fn begin_batch(&mut self, first_sample: usize) {
+        if let Inner::Seeded { first, streams, .. } = &mut self.inner {
+            *first = first_sample as u64;
+            streams.clear();
         }
     }
 
@@ -73,14 +88,18 @@ impl NoiseSource {
     /// the code under test draws in another order than the reference did.
     pub fn randn<const D: usize>(&mut self, shape: [usize; D], device: &Device) -> Tensor<D> {
         let data = match &mut self.inner {
-            Inner::Seeded { seed, streams } => {
+            Inner::Seeded {
+                seed,
+                first,
+                streams,
+            } => {
                 let batch = shape.first().copied().unwrap_or(1).max(1);
                 let per_item: usize = shape.iter().skip(1).product();
                 let mut values = Vec::with_capacity(batch * per_item);
                 for b in 0..batch {
                     if streams.len() <= b {
                         let mut rng = ChaCha8Rng::seed_from_u64(*seed);
-                        rng.set_stream(b as u64);
+                        rng.set_stream(*first + b as u64);
                         streams.push(rng);
                     }
                     let rng = &mut streams[b];
@@ -159,6 +178,30 @@ mod tests {
         let mut t = NoiseSource::seeded(7);
         let _ = t.randn([1, 2, 3, 3], &device);
         assert_eq!(values(t.randn([1, 1, 2, 2], &device)), second[..4]);
+    }
+
+    #[test]
+    fn a_batch_starting_at_sample_k_draws_from_sample_k_streams() {
+        let device = Device::flex();
+        // Three samples, one batch of three...
+        let mut s = NoiseSource::seeded(9);
+        s.begin_batch(0);
+        let a1 = values(s.randn([3, 2, 2, 2], &device));
+        let a2 = values(s.randn([3, 1, 2, 2], &device));
+        // ...or three batches of one: the same draws per sample.
+        let mut t = NoiseSource::seeded(9);
+        for k in 0..3 {
+            t.begin_batch(k);
+            assert_eq!(values(t.randn([1, 2, 2, 2], &device)), a1[k * 8..k * 8 + 8]);
+            assert_eq!(values(t.randn([1, 1, 2, 2], &device)), a2[k * 4..k * 4 + 4]);
+        }
+        // Starting over gives the same draws again (what came before does not matter).
+        t.begin_batch(1);
+        assert_eq!(values(t.randn([2, 2, 2, 2], &device)), a1[8..]);
+        // Replays ignore batch boundaries.
+        let mut r = NoiseSource::replay([TensorData::new(vec![1.0f32], [1])]);
+        r.begin_batch(5);
+        assert_eq!(values(r.randn([1], &device)), [1.0]);
     }
 
     #[test]

@@ -47,6 +47,32 @@ pub enum Task {
     Denoise,
 }
 
+impl Task {
+    /// Parses `sr`, `face` or `denoise` (the reference's `--task` names). The reference's
+    /// `unaligned_face` is refused with what to use instead, as is any other name.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Ok(match name {
+            "sr" => Self::Sr,
+            "face" => Self::Face,
+            "denoise" => Self::Denoise,
+            "unaligned_face" | "unaligned-face" => {
+                return Err(Error::Unsupported(
+                    "the unaligned_face task (detecting faces in a photo, restoring each and \
+                     pasting them back) is not available in this version: restore aligned \
+                     512×512 faces with the face task, or the whole photo with sr"
+                        .into(),
+                ));
+            }
+            other => {
+                return Err(Error::InvalidArgument {
+                    what: "task".into(),
+                    reason: format!("unknown task `{other}`: use sr, face or denoise"),
+                });
+            }
+        })
+    }
+}
+
 /// Which DiffBIR release's models and defaults (`--version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Version {
@@ -59,6 +85,23 @@ pub enum Version {
     /// The current release (zero-SNR v-prediction SD, Real-ESRGAN-trained SwinIR).
     #[serde(rename = "v2.1")]
     V21,
+}
+
+impl Version {
+    /// Parses `v1`, `v2` or `v2.1`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Ok(match name {
+            "v1" => Self::V1,
+            "v2" => Self::V2,
+            "v2.1" => Self::V21,
+            other => {
+                return Err(Error::InvalidArgument {
+                    what: "version".into(),
+                    reason: format!("unknown version `{other}`: use v1, v2 or v2.1"),
+                });
+            }
+        })
+    }
 }
 
 /// The default positive prompt of DiffBIR v2.1.
@@ -251,6 +294,7 @@ impl PipelineConfig {
             }
         }
         self.stage2.validate()?;
+        self.models.schedule.validate()?;
         // Step counts the sampler cannot run fail here, before any model is loaded.
         self.stage2.sampler.init(&self.models.schedule.init())?;
         self.models.stage1.validate()?;
@@ -405,7 +449,9 @@ impl Pipeline {
     }
 
     /// Restores one image: `n_samples` results (they differ only by their noise), each
-    /// `[1, 3, H·upscale, W·upscale]` in `[0, 1]` (unclamped until quantised).
+    /// `[1, 3, H·upscale, W·upscale]` in `[0, 1]` (unclamped until quantised). With a seeded
+    /// `noise`, sample `i` depends only on the seed and `i`: not on the batch size, nor on
+    /// what the source was used for before.
     pub fn restore(
         &self,
         image: &DynamicImage,
@@ -418,6 +464,7 @@ impl Pipeline {
         let mut remaining = self.config.n_samples;
         while remaining > 0 {
             let batch = remaining.min(self.config.batch_size);
+            noise.begin_batch(results.len());
             let cond_batch = Tensor::cat(vec![cond.clone(); batch], 0);
             let sample =
                 self.stage2

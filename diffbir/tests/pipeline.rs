@@ -21,6 +21,16 @@ fn shared() -> PathBuf {
 /// A v2.1 SR pipeline with the fixtures' tiny networks and one sampler step (the networks
 /// still run at the reference's 512-pixel working size, so keep the runs few).
 fn tiny_pipeline(upscale: f64, n_samples: usize) -> Pipeline {
+    tiny_pipeline_with(upscale, n_samples, 2, "edm_euler", 1)
+}
+
+fn tiny_pipeline_with(
+    upscale: f64,
+    n_samples: usize,
+    batch_size: usize,
+    sampler: &str,
+    steps: usize,
+) -> Pipeline {
     let fixtures = shared();
     let mut config = PipelineConfig::new(Task::Sr, Version::V21);
     config.models.stage1 = Stage1Config::SwinIr(SwinIrConfig::tiny());
@@ -29,10 +39,10 @@ fn tiny_pipeline(upscale: f64, n_samples: usize) -> Pipeline {
     config.models.vae = VaeConfig::tiny();
     config.models.clip = ClipTextConfig::tiny();
     config.stage2.sampler =
-        SamplerConfig::from_name("edm_euler", 1, &SamplerOptions::new()).unwrap();
+        SamplerConfig::from_name(sampler, steps, &SamplerOptions::new()).unwrap();
     config.upscale = upscale;
     config.n_samples = n_samples;
-    config.batch_size = 2;
+    config.batch_size = batch_size;
     let files = WeightFiles {
         stage1: fixtures.join("swinir_tiny.weights.safetensors"),
         sd: fixtures.join("sd_tiny.sd21_format.ckpt"),
@@ -67,6 +77,43 @@ fn restores_a_real_photo_to_the_upscaled_size_reproducibly() {
         .max()
         .into_scalar();
     assert!(differ > 0.0);
+}
+
+#[test]
+fn a_sample_depends_on_the_seed_and_its_index_only() {
+    // An ancestral sampler draws fresh noise at every step besides the start latent.
+    // Square, so the reference's 512-pixel working size stays 512×512.
+    let image = image::open(shared().join("../images/real47/1.jpg"))
+        .unwrap()
+        .crop_imm(0, 0, 182, 182)
+        .thumbnail(64, 64);
+    let run = |batch_size: usize, before: Option<&image::DynamicImage>| {
+        let pipeline = tiny_pipeline_with(1.0, 2, batch_size, "edm_euler_a", 2);
+        let mut noise = NoiseSource::seeded(5);
+        if let Some(other) = before {
+            pipeline.restore(other, &mut noise, &mut ()).unwrap();
+        }
+        pipeline.restore(&image, &mut noise, &mut ()).unwrap()
+    };
+    let reference = run(2, None);
+    let other = image.fliph();
+    for (batch_size, before) in [(1, None), (2, Some(&other))] {
+        let samples = run(batch_size, before);
+        for (i, (a, b)) in samples.iter().zip(&reference).enumerate() {
+            let diff: f32 = (a.clone() - b.clone()).abs().max().into_scalar();
+            // Batched convolutions may round differently; other noise differs by far more.
+            assert!(
+                diff < 1e-4,
+                "sample {i} with batch size {batch_size} (another image first: {}) differs by {diff}",
+                before.is_some()
+            );
+        }
+    }
+    let apart: f32 = (reference[0].clone() - reference[1].clone())
+        .abs()
+        .max()
+        .into_scalar();
+    assert!(apart > 1e-2, "samples 0 and 1 should differ");
 }
 
 #[test]

@@ -46,16 +46,16 @@ pub struct RestoreArgs {
     /// Network shapes as JSON (`ModelConfigs`: stage1, unet, controlnet, vae, clip, schedule)
     /// for models of your own; the files are then given by the --*-ckpt options or found
     /// under the official names.
-    #[arg(long)]
+    #[arg(long, alias = "model_config")]
     model_config: Option<PathBuf>,
     /// Stage-1 checkpoint instead of the official one.
-    #[arg(long)]
+    #[arg(long, alias = "stage1_ckpt")]
     stage1_ckpt: Option<PathBuf>,
     /// Stable Diffusion checkpoint instead of the official one.
-    #[arg(long)]
+    #[arg(long, alias = "sd_ckpt")]
     sd_ckpt: Option<PathBuf>,
     /// IRControlNet checkpoint instead of the official one (`--ckpt` of the reference).
-    #[arg(long, alias = "ckpt")]
+    #[arg(long, aliases = ["ckpt", "controlnet_ckpt"])]
     controlnet_ckpt: Option<PathBuf>,
     /// Sampler (default: the release's).
     #[arg(long)]
@@ -64,59 +64,59 @@ pub struct RestoreArgs {
     #[arg(long)]
     steps: Option<usize>,
     /// noise or cond.
-    #[arg(long, default_value = "noise")]
+    #[arg(long, alias = "start_point_type", default_value = "noise")]
     start_point_type: String,
     /// Restore in tiles (stage 1).
-    #[arg(long)]
+    #[arg(long, alias = "cleaner_tiled")]
     cleaner_tiled: bool,
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, alias = "cleaner_tile_size", default_value_t = 512)]
     cleaner_tile_size: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, alias = "cleaner_tile_stride", default_value_t = 256)]
     cleaner_tile_stride: usize,
     /// Encode with the VAE in tiles.
-    #[arg(long)]
+    #[arg(long, alias = "vae_encoder_tiled")]
     vae_encoder_tiled: bool,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, alias = "vae_encoder_tile_size", default_value_t = 256)]
     vae_encoder_tile_size: usize,
     /// Decode with the VAE in tiles.
-    #[arg(long)]
+    #[arg(long, alias = "vae_decoder_tiled")]
     vae_decoder_tiled: bool,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, alias = "vae_decoder_tile_size", default_value_t = 256)]
     vae_decoder_tile_size: usize,
     /// How VAE tiles are processed: synced (the reference's; GroupNorm statistics shared by
     /// all tiles, which all stay in memory) or blended (v2's; independent tiles blended with
     /// Gaussian weights, memory bounded by one tile).
-    #[arg(long, default_value = "synced")]
+    #[arg(long, alias = "vae_tiling", default_value = "synced")]
     vae_tiling: String,
     /// Diffuse in tiles (mixture of diffusers).
-    #[arg(long)]
+    #[arg(long, alias = "cldm_tiled")]
     cldm_tiled: bool,
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, alias = "cldm_tile_size", default_value_t = 512)]
     cldm_tile_size: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, alias = "cldm_tile_stride", default_value_t = 256)]
     cldm_tile_stride: usize,
     /// Positive prompt (default: the release's).
-    #[arg(long)]
+    #[arg(long, alias = "pos_prompt")]
     pos_prompt: Option<String>,
     /// Negative prompt (default: the release's).
-    #[arg(long)]
+    #[arg(long, alias = "neg_prompt")]
     neg_prompt: Option<String>,
     /// Classifier-free guidance scale (default: the release's).
-    #[arg(long)]
+    #[arg(long, alias = "cfg_scale")]
     cfg_scale: Option<f64>,
     /// Vary the guidance scale over time.
-    #[arg(long)]
+    #[arg(long, alias = "rescale_cfg")]
     rescale_cfg: bool,
     /// Noise-augmentation timestep of the condition latent.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, alias = "noise_aug", default_value_t = 0)]
     noise_aug: usize,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, alias = "s_churn", default_value_t = 0.0)]
     s_churn: f64,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, alias = "s_tmin", default_value_t = 0.0)]
     s_tmin: f64,
-    #[arg(long, default_value_t = 300.0)]
+    #[arg(long, alias = "s_tmax", default_value_t = 300.0)]
     s_tmax: f64,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, alias = "s_noise", default_value_t = 1.0)]
     s_noise: f64,
     #[arg(long, default_value_t = 1.0)]
     eta: f64,
@@ -125,30 +125,35 @@ pub struct RestoreArgs {
     /// Scale of the ControlNet residuals.
     #[arg(long, default_value_t = 1.0)]
     strength: f64,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, alias = "batch_size", default_value_t = 1)]
     batch_size: usize,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, alias = "n_samples", default_value_t = 1)]
     n_samples: usize,
     /// Restoration guidance: pull every step's clean-latent estimate towards the stage-1
     /// result (spaced sampler only, untiled).
     #[arg(long)]
     guidance: bool,
     /// Guidance loss: mse or w_mse (w_mse needs --g-space rgb).
-    #[arg(long, default_value = "mse")]
+    #[arg(long, alias = "g_loss", default_value = "mse")]
     g_loss: String,
     /// Guidance scale (v1: as given; v2 and v2.1: times 3000, as the original).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, alias = "g_scale", default_value_t = 0.0)]
     g_scale: f64,
     /// Guidance runs while g-stop < t + 1 < g-start (t the model timestep, 999 down to 0).
-    #[arg(long, default_value_t = 1001, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        alias = "g_start",
+        default_value_t = 1001,
+        allow_negative_numbers = true
+    )]
     g_start: i64,
-    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    #[arg(long, alias = "g_stop", default_value_t = -1, allow_negative_numbers = true)]
     g_stop: i64,
     /// Where the guidance loss is computed: latent or rgb (through the VAE decoder).
-    #[arg(long, default_value = "latent")]
+    #[arg(long, alias = "g_space", default_value = "latent")]
     g_space: String,
     /// Guidance updates per step (default: 5 for v1, 1 otherwise).
-    #[arg(long)]
+    #[arg(long, alias = "g_repeat")]
     g_repeat: Option<usize>,
     /// Seed of every random draw; each image starts from it.
     #[arg(long, default_value_t = 231)]
@@ -160,31 +165,22 @@ pub struct RestoreArgs {
     #[arg(long, alias = "dtype", default_value = "fp32")]
     precision: String,
     /// Colour fix against the stage-1 result: wavelet, adain or none.
-    #[arg(long, default_value = "wavelet")]
+    #[arg(long, alias = "color_fix", default_value = "wavelet")]
     color_fix: String,
     /// Replace existing output files.
     #[arg(long)]
     overwrite: bool,
+    /// The reference's prompt captioner: only `none` (give the caption with --pos-prompt).
+    #[arg(long, default_value = "none", hide = true)]
+    captioner: String,
+    /// The reference's LLaVA quantisation, which only matters with the LLaVA captioner.
+    #[arg(long = "llava-bit", alias = "llava_bit", hide = true, value_parser = ["16", "8", "4"])]
+    _llava_bit: Option<String>,
+    /// The reference's training config of a custom model, which is not read here.
+    #[arg(long, alias = "train_cfg", hide = true)]
+    train_cfg: Option<PathBuf>,
     #[command(flatten)]
     hub: HubArgs,
-}
-
-fn parse_task(s: &str) -> Result<Task> {
-    Ok(match s {
-        "sr" => Task::Sr,
-        "face" => Task::Face,
-        "denoise" => Task::Denoise,
-        other => bail!("unknown task `{other}`: use sr, face or denoise"),
-    })
-}
-
-fn parse_version(s: &str) -> Result<Version> {
-    Ok(match s {
-        "v1" => Version::V1,
-        "v2" => Version::V2,
-        "v2.1" => Version::V21,
-        other => bail!("unknown version `{other}`: use v1, v2 or v2.1"),
-    })
 }
 
 impl RestoreArgs {
@@ -206,8 +202,24 @@ impl RestoreArgs {
 
     /// The validated pipeline settings.
     fn config(&self) -> Result<PipelineConfig> {
-        let mut config =
-            PipelineConfig::new(parse_task(&self.task)?, parse_version(&self.version)?);
+        if self.captioner != "none" {
+            bail!(
+                "--captioner {}: no captioner is built in; pass the caption with --pos-prompt",
+                self.captioner
+            );
+        }
+        if let Some(path) = &self.train_cfg {
+            bail!(
+                "--train-cfg {}: the reference's training YAML is not read; describe a custom \
+                 model's networks with --model-config (JSON) and give its weights with \
+                 --controlnet-ckpt",
+                path.display()
+            );
+        }
+        let mut config = PipelineConfig::new(
+            Task::from_name(&self.task)?,
+            Version::from_name(&self.version)?,
+        );
         if let Some(path) = &self.model_config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;

@@ -78,6 +78,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::pipeline::{OfficialFiles, Task, Version};
 use diffbir_core::Fault;
 use sha2::{Digest, Sha256};
 
@@ -382,54 +383,19 @@ pub fn find_file(name: &str) -> Result<&'static ModelFile, HubError> {
         })
 }
 
-/// The files a task of a DiffBIR version needs (spec §7.1): stage 1, the IRControlNet, the
-/// Stable Diffusion base and the CLIP merges file. `version` is `v1`, `v2` or `v2.1`; `task`
-/// is `sr`, `denoise`, `face` or `unaligned_face`. (Upstream's `unaligned_face` also needs
-/// facexlib's detection and parsing networks, which are not listed here.)
-pub fn files_for_task(version: &str, task: &str) -> Result<Vec<&'static ModelFile>, HubError> {
-    let task_norm = task.replace('-', "_");
-    let names: &[&str] = match (version, task_norm.as_str()) {
-        ("v1", "sr" | "denoise") => &["swinir-general", "controlnet-v1-general", "sd21"],
-        ("v1", "face") => &["swinir-face", "controlnet-v1-face", "sd21"],
-        ("v2", "sr") => &["bsrnet", "controlnet-v2", "sd21"],
-        ("v2", "denoise") => &["scunet", "controlnet-v2", "sd21"],
-        ("v2", "face") => &["swinir-face", "controlnet-v2", "sd21"],
-        ("v2", "unaligned_face") => &["swinir-face", "bsrnet", "controlnet-v2", "sd21"],
-        ("v2.1", "sr" | "denoise") => &["swinir-realesrgan", "controlnet-v2.1", "sd21-zsnr"],
-        ("v2.1", "face") => &["swinir-face", "controlnet-v2.1", "sd21-zsnr"],
-        ("v2.1", "unaligned_face") => &[
-            "swinir-face",
-            "swinir-realesrgan",
-            "controlnet-v2.1",
-            "sd21-zsnr",
-        ],
-        ("v1", "unaligned_face") => {
-            return Err(HubError::InvalidSetting {
-                what: "task".into(),
-                value: task.into(),
-                reason: "DiffBIR v1 has no unaligned-face pipeline; use v2 or v2.1".into(),
-            });
-        }
-        ("v1" | "v2" | "v2.1", _) => {
-            return Err(HubError::InvalidSetting {
-                what: "task".into(),
-                value: task.into(),
-                reason: "use sr, denoise, face or unaligned_face".into(),
-            });
-        }
-        _ => {
-            return Err(HubError::InvalidSetting {
-                what: "version".into(),
-                value: version.into(),
-                reason: "use v1, v2 or v2.1".into(),
-            });
-        }
-    };
-    names
-        .iter()
-        .chain(std::iter::once(&"clip-bpe"))
-        .map(|n| find_file(n))
-        .collect()
+/// The files a task of a DiffBIR version needs (spec §7.1): the stage-1 network, the
+/// IRControlNet and the Stable Diffusion base of [`OfficialFiles`], and the CLIP merges file.
+pub fn files_for_task(task: Task, version: Version) -> Result<Vec<&'static ModelFile>, HubError> {
+    let names = OfficialFiles::of(task, version);
+    [
+        names.stage1,
+        names.controlnet,
+        names.sd,
+        crate::ldm::clip::BPE_VOCAB_FILE,
+    ]
+    .iter()
+    .map(|n| find_file(n))
+    .collect()
 }
 
 // ---- errors ----------------------------------------------------------------------------------
@@ -1095,7 +1061,7 @@ impl Hub {
     fn recorded_hash(&self, file: &ModelFile) -> Result<Option<String>, HubError> {
         let path = self.side_path(file, "sha256");
         match fs::read_to_string(&path) {
-            Ok(text) => Ok(text.split_whitespace().next().and_then(parse_sha256)),
+            Ok(text) => Ok(parse_sidecar(&text)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(HubError::io(path, e)),
         }
@@ -1193,20 +1159,13 @@ impl Hub {
                 return Ok(Published::default());
             }
         }
-        let header = |name: &str| {
+        let p = Published::from_headers(status, |name| {
             response
                 .headers()
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
-        };
-        let sha256 = header("x-linked-etag")
-            .or_else(|| header("etag"))
-            .and_then(|e| parse_sha256(e.trim_start_matches("W/").trim_matches('"')));
-        let size = header("x-linked-size")
-            .or_else(|| (status == 200).then(|| header("content-length")).flatten())
-            .and_then(|s| s.trim().parse().ok());
-        let p = Published { sha256, size };
+        });
         *cached = Some(p.clone());
         Ok(p)
     }
@@ -1474,6 +1433,21 @@ struct Published {
     size: Option<u64>,
 }
 
+impl Published {
+    /// What the headers (by lowercase name) of a `HEAD` answer with `status` publish: the
+    /// LFS SHA-256 in `X-Linked-Etag` (else `ETag`; a git SHA-1 etag is no hash), the size
+    /// in `X-Linked-Size` (else, on a 200, `Content-Length`).
+    fn from_headers(status: u16, header: impl Fn(&str) -> Option<String>) -> Self {
+        let sha256 = header("x-linked-etag")
+            .or_else(|| header("etag"))
+            .and_then(|e| parse_sha256(e.trim_start_matches("W/").trim_matches('"')));
+        let size = header("x-linked-size")
+            .or_else(|| (status == 200).then(|| header("content-length")).flatten())
+            .and_then(|s| s.trim().parse().ok());
+        Self { sha256, size }
+    }
+}
+
 /// Empties the part file and the hash, for a download that has to start over.
 fn restart(part: &mut File, hasher: &mut Sha256) -> io::Result<()> {
     part.set_len(0)?;
@@ -1518,6 +1492,11 @@ fn to_hex(bytes: &[u8]) -> String {
 /// A SHA-256 in hex (any case) → lowercase; anything else (a git blob SHA-1 etag) → `None`.
 fn parse_sha256(s: &str) -> Option<String> {
     (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase())
+}
+
+/// The hash of a `.sha256` sidecar (`sha256sum` format: the hash, spaces, the file name).
+fn parse_sidecar(text: &str) -> Option<String> {
+    text.split_whitespace().next().and_then(parse_sha256)
 }
 
 fn parse_flag(name: &str, value: &OsString) -> Result<bool, HubError> {
@@ -1576,6 +1555,55 @@ fn is_loopback(url: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The parsers of what servers, sidecar files and the environment hand the hub, for the fuzz
+/// targets (`fuzz/fuzz_targets/hub_response.rs`); not part of the API.
+#[doc(hidden)]
+pub mod parse {
+    use super::*;
+
+    /// A `Content-Range` value: `(first byte, total size)`.
+    pub fn content_range(value: &str) -> Option<(Option<u64>, Option<u64>)> {
+        parse_content_range(value).map(|r| (r.start, r.total))
+    }
+
+    /// The SHA-256 and size a `HEAD` answer with `status` and `headers` (lowercase names)
+    /// publishes.
+    pub fn published(status: u16, headers: &[(String, String)]) -> (Option<String>, Option<u64>) {
+        let p = Published::from_headers(status, |name| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        });
+        (p.sha256, p.size)
+    }
+
+    /// The hash recorded in a `.sha256` sidecar's text.
+    pub fn sidecar(text: &str) -> Option<String> {
+        parse_sidecar(text)
+    }
+
+    /// Whether a URL names the loopback interface.
+    pub fn loopback(url: &str) -> bool {
+        is_loopback(url)
+    }
+
+    /// A hub configured from these environment variables (and `user_cache`).
+    pub fn from_env(
+        vars: &[(String, String)],
+        user_cache: Option<PathBuf>,
+    ) -> Result<Hub, HubError> {
+        Hub::from_lookup(
+            |name| {
+                vars.iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| OsString::from(v))
+            },
+            user_cache,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -1701,8 +1729,9 @@ mod tests {
 
     #[test]
     fn files_per_task_follow_the_spec() {
-        let names = |v, t| -> Vec<&str> {
-            files_for_task(v, t)
+        let names = |v: &str, t: &str| -> Vec<&str> {
+            let (task, version) = (Task::from_name(t).unwrap(), Version::from_name(v).unwrap());
+            files_for_task(task, version)
                 .unwrap()
                 .iter()
                 .map(|f| f.name)
@@ -1725,13 +1754,11 @@ mod tests {
             names("v1", "face"),
             ["swinir-face", "controlnet-v1-face", "sd21", "clip-bpe"]
         );
-        assert_eq!(
-            names("v2", "unaligned-face"),
-            ["swinir-face", "bsrnet", "controlnet-v2", "sd21", "clip-bpe"]
-        );
-        for (v, t) in [("v1", "unaligned_face"), ("v3", "sr"), ("v2", "deblur")] {
-            let err = files_for_task(v, t).unwrap_err();
-            assert_eq!(err.fault(), Fault::Caller, "{v} {t}");
+        // Every task and version has its files in the registry.
+        for task in [Task::Sr, Task::Face, Task::Denoise] {
+            for version in [Version::V1, Version::V2, Version::V21] {
+                assert_eq!(files_for_task(task, version).unwrap().len(), 4);
+            }
         }
     }
 

@@ -332,6 +332,8 @@ fn bad_inputs_outputs_and_checkpoints_fail_cleanly_and_write_nothing() {
             "--model-config",
             config.to_str().unwrap(),
             "--offline",
+            "--sampler",
+            "edm_euler",
             "--steps",
             "1",
         ];

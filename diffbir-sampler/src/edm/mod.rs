@@ -247,6 +247,14 @@ impl Edm {
                 reason: "the LMS order must be at least 1".into(),
             });
         }
+        // Their one step would go straight to σ = 0, where the reference's loop reads a step
+        // size it never set (k-diffusion's `h`) and fails.
+        if steps < 2 && matches!(solver, EdmSolver::DpmPp2mSde(_) | EdmSolver::DpmPp3mSde(_)) {
+            return Err(Error::InvalidArgument {
+                what: "sampler steps".into(),
+                reason: "edm_dpm++_2m_sde and edm_dpm++_3m_sde need at least 2 steps".into(),
+            });
+        }
         Ok(Self {
             schedule: EdmSchedule::new(schedule, steps)?,
             solver,

@@ -95,7 +95,24 @@ impl Case {
 
     /// The recommended tolerance.
     pub fn tolerance(&self) -> Tolerance {
-        let t = self.json.get("tolerance");
+        Self::tolerance_in(self.json.get("tolerance"))
+    }
+
+    /// The tolerance of one output: its own entry in `tolerance.outputs` where the case gives
+    /// one (an output known to fewer digits than the rest, e.g. a result of a cancellation),
+    /// else the case's.
+    pub fn output_tolerance(&self, name: &str) -> Tolerance {
+        match self
+            .json
+            .pointer("/tolerance/outputs")
+            .and_then(|o| o.get(name))
+        {
+            Some(own) => Self::tolerance_in(Some(own)),
+            None => self.tolerance(),
+        }
+    }
+
+    fn tolerance_in(t: Option<&Value>) -> Tolerance {
         let num = |k: &str| t.and_then(|t| t.get(k)).and_then(Value::as_f64);
         Tolerance {
             atol: num("atol").unwrap_or(0.0),

@@ -233,12 +233,13 @@ pub fn run_case(json_path: &Path, device: &Device) -> CaseReport {
             return report(Status::Fail(format!("panicked: {msg}")), f64::NAN);
         }
     };
-    let (status, max_abs) = compare(&case, &outputs, tolerance);
+    let (status, max_abs) = compare(&case, &outputs);
     report(status, max_abs)
 }
 
-/// Compares every expected output of the case with what the builder produced.
-fn compare(case: &Case, outputs: &Outputs, tol: Tolerance) -> (Status, f64) {
+/// Compares every expected output of the case with what the builder produced, each with its
+/// tolerance.
+fn compare(case: &Case, outputs: &Outputs) -> (Status, f64) {
     let mut max_abs = 0f64;
     let mut problems = Vec::new();
     let expected_names = case.output_names();
@@ -261,6 +262,7 @@ fn compare(case: &Case, outputs: &Outputs, tol: Tolerance) -> (Status, f64) {
             ));
             continue;
         }
+        let tol = case.output_tolerance(name);
         let mut worst: Option<(usize, f64)> = None;
         for (i, (a, e)) in actual.iter().zip(&expected.values).enumerate() {
             // Equal infinities, and NaN where the reference has NaN, are matches.

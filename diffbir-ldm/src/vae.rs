@@ -13,6 +13,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, PadMode};
 use burn::tensor::{Device, Tensor};
+use diffbir_core::weights::ParamCount;
 use diffbir_core::{Error, KeyMap, NoiseSource, Result};
 
 use diffbir_core::resize::upsample_nearest2x;
@@ -96,12 +97,104 @@ impl VaeConfig {
         if d.ch_mult.is_empty() || d.ch == 0 || d.num_res_blocks == 0 {
             return bad("ch, ch_mult and num_res_blocks must be non-empty/positive".into());
         }
-        if let Some(c) = d.ch_mult.iter().map(|m| m * d.ch).find(|c| c % 32 != 0) {
+        // Each level halves the image; 16 levels are more than any image has.
+        if d.ch_mult.len() > Self::MAX_LEVELS {
             return bad(format!(
-                "every level width must be a multiple of 32 (GroupNorm(32)); got {c}"
+                "ch_mult has {} levels, more than {}",
+                d.ch_mult.len(),
+                Self::MAX_LEVELS
             ));
         }
-        Ok(())
+        if [d.z_channels, d.in_channels, d.out_ch, self.embed_dim].contains(&0) {
+            return bad("z_channels, in_channels, out_ch and embed_dim must be positive".into());
+        }
+        for &mult in &d.ch_mult {
+            let c = mult
+                .checked_mul(d.ch)
+                .filter(|c| (1..=Self::MAX_WIDTH).contains(c))
+                .ok_or_else(|| Error::InvalidArgument {
+                    what: "VAE config".into(),
+                    reason: format!(
+                        "level width {} × {mult} must lie in 1..={} channels",
+                        d.ch,
+                        Self::MAX_WIDTH
+                    ),
+                })?;
+            if c % 32 != 0 {
+                return bad(format!(
+                    "every level width must be a multiple of 32 (GroupNorm(32)); got {c}"
+                ));
+            }
+        }
+        self.param_count().check("VAE config")
+    }
+
+    /// At most this many levels (`ch_mult` entries).
+    pub const MAX_LEVELS: usize = 16;
+    /// At most this many channels in a level.
+    pub const MAX_WIDTH: usize = 1 << 20;
+
+    /// The parameters [`init`](Self::init) creates, saturating (levels loop:
+    /// [`validate`](Self::validate) bounds their number before calling it).
+    fn param_count(&self) -> ParamCount {
+        let d = &self.ddconfig;
+        let norm = |c: usize| ParamCount::of(&[2, c]);
+        let conv = |cin: usize, cout: usize, k: usize| ParamCount::layer(&[cout, cin, k, k], true);
+        let resnet = |cin: usize, cout: usize| {
+            let skip = if cin == cout {
+                ParamCount::default()
+            } else {
+                conv(cin, cout, 1)
+            };
+            norm(cin) + conv(cin, cout, 3) + norm(cout) + conv(cout, cout, 3) + skip
+        };
+        let attn = |c: usize| norm(c) + conv(c, c, 1).times(4);
+        let mid = |c: usize| resnet(c, c).times(2) + attn(c);
+        let levels = d.ch_mult.len();
+        let width = |level: usize| d.ch_mult[level].saturating_mul(d.ch);
+        let blocks = d.num_res_blocks;
+        let z_out = if d.double_z {
+            d.z_channels.saturating_mul(2)
+        } else {
+            d.z_channels
+        };
+        // Encoder.
+        let mut count = conv(d.in_channels, d.ch, 3);
+        let (mut block_in, mut res) = (d.ch, d.resolution);
+        for level in 0..levels {
+            let out = width(level);
+            count += resnet(block_in, out) + resnet(out, out).times(blocks - 1);
+            if d.attn_resolutions.contains(&res) {
+                count += attn(out).times(blocks);
+            }
+            block_in = out;
+            if level != levels - 1 {
+                count += conv(block_in, block_in, 3);
+                res /= 2;
+            }
+        }
+        count += mid(block_in) + norm(block_in) + conv(block_in, z_out, 3);
+        // Decoder.
+        let mut block_in = width(levels - 1);
+        let mut res = d.resolution >> (levels - 1);
+        count += conv(d.z_channels, block_in, 3) + mid(block_in);
+        for level in (0..levels).rev() {
+            let out = width(level);
+            count += resnet(block_in, out) + resnet(out, out).times(blocks);
+            if d.attn_resolutions.contains(&res) {
+                count += attn(out).times(blocks.saturating_add(1));
+            }
+            block_in = out;
+            if level != 0 {
+                count += conv(block_in, block_in, 3);
+                res = res.saturating_mul(2);
+            }
+        }
+        count
+            + norm(block_in)
+            + conv(block_in, d.out_ch, 3)
+            + conv(z_out, self.embed_dim.saturating_mul(2), 1)
+            + conv(self.embed_dim, d.z_channels, 1)
     }
 
     /// Builds the autoencoder with random weights.
@@ -299,15 +392,30 @@ impl AttnBlock {
     /// - `hn`: `[B, C, H, W]` (normalised); returns `[B, C, H, W]`
     pub fn attend(&self, hn: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = hn.dims();
-        let tokens = |t: Tensor<4>| t.reshape([b, 1, c, h * w]).swap_dims(2, 3);
-        let (q, k, v) = (
-            tokens(self.q.forward(hn.clone())),
-            tokens(self.k.forward(hn.clone())),
-            tokens(self.v.forward(hn)),
-        );
+        // The 1×1 convs are applied to the pixels as tokens, `[B, H·W, C]`: a matmul writes q, k
+        // and v with the channels innermost. burn 0.22's `attention` on wgpu returns wrong values
+        // for inputs whose last dimension is strided, as `conv(x).reshape(..).swap_dims(2, 3)`
+        // would be (docs/gpu.md, "Known backend faults").
+        let pixels = hn.reshape([b, c, h * w]).swap_dims(1, 2);
+        let tokens = |conv: &Conv2d| pointwise(conv, pixels.clone()).reshape([b, 1, h * w, c]);
+        let (q, k, v) = (tokens(&self.q), tokens(&self.k), tokens(&self.v));
         let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
-        let out = out.swap_dims(2, 3).reshape([b, c, h, w]);
-        self.proj_out.forward(out)
+        let out = pointwise(&self.proj_out, out.reshape([b, h * w, c]));
+        out.swap_dims(1, 2).reshape([b, c, h, w])
+    }
+}
+
+/// A 1×1 convolution applied to tokens: `x · Wᵀ + b`.
+///
+/// # Shapes
+/// - `x`: `[B, N, C_in]`; returns `[B, N, C_out]`
+fn pointwise(conv: &Conv2d, x: Tensor<3>) -> Tensor<3> {
+    let [c_out, c_in, _, _] = conv.weight.dims();
+    let weight = conv.weight.val().reshape([1, c_out, c_in]).swap_dims(1, 2);
+    let y = x.matmul(weight);
+    match &conv.bias {
+        Some(bias) => y + bias.val().reshape([1, 1, c_out]),
+        None => y,
     }
 }
 
@@ -592,6 +700,33 @@ mod tests {
             VaeConfig::sd21().init(&Device::flex()).num_params(),
             83_653_863
         );
+    }
+
+    #[test]
+    fn validate_counts_the_parameters_init_creates() {
+        assert_eq!(VaeConfig::sd21().param_count().0, 83_653_863);
+        let device = Device::flex();
+        let attn = VaeConfig::tiny().with_ddconfig(
+            DdConfig::new()
+                .with_ch(32)
+                .with_ch_mult(vec![1, 2])
+                .with_num_res_blocks(2)
+                .with_resolution(64)
+                .with_attn_resolutions(vec![64, 32]),
+        );
+        for config in [VaeConfig::tiny(), attn] {
+            let built = config.init(&device).num_params() as u128;
+            assert_eq!(config.param_count().0, built, "{config:?}");
+        }
+        for config in [
+            VaeConfig::tiny().with_ddconfig(DdConfig::new().with_ch_mult(vec![1, 1 << 40])),
+            VaeConfig::tiny().with_ddconfig(DdConfig::new().with_ch_mult(vec![1; 100])),
+            VaeConfig::tiny().with_ddconfig(DdConfig::new().with_ch_mult(vec![1, 0])),
+            VaeConfig::tiny().with_ddconfig(DdConfig::new().with_num_res_blocks(usize::MAX)),
+            VaeConfig::tiny().with_embed_dim(usize::MAX),
+        ] {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
     }
 
     #[test]

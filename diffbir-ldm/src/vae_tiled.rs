@@ -26,7 +26,7 @@
 use burn::nn::GroupNorm;
 use burn::tensor::activation::silu;
 use burn::tensor::ops::PadMode;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use crate::vae::{AttnBlock, AutoencoderKl, Decoder, DiagonalGaussian, Encoder, Mid, ResnetBlock};
 use diffbir_core::resize::upsample_nearest2x;
@@ -92,9 +92,17 @@ pub fn split_tiles(
             ];
             let output = [
                 if core[0] > pad { core[0] } else { 0 },
-                if core[1] < w - pad { core[1] } else { w },
+                if core[1] < w.saturating_sub(pad) {
+                    core[1]
+                } else {
+                    w
+                },
                 if core[2] > pad { core[2] } else { 0 },
-                if core[3] < h - pad { core[3] } else { h },
+                if core[3] < h.saturating_sub(pad) {
+                    core[3]
+                } else {
+                    h
+                },
             ]
             .map(to_out);
             let input = [
@@ -140,6 +148,10 @@ impl Tiler {
     }
 
     /// GroupNorm over all tiles with statistics merged across them.
+    ///
+    /// The statistics and the normalisation are computed in f32 whatever the tiles' precision
+    /// (the reference falls back to f32 when an f16 variance overflows, and merges and
+    /// normalises with f32 statistics); the result is in the tiles' precision.
     fn group_norm(&self, norm: &GroupNorm, tiles: &[Tensor<4>]) -> Vec<Tensor<4>> {
         const GROUPS: usize = 32;
         const EPS: f64 = 1e-6;
@@ -147,7 +159,7 @@ impl Tiler {
             .iter()
             .map(|t| {
                 let [b, c, h, w] = t.dims();
-                let t = t.clone().to_device(&self.compute);
+                let t = t.clone().to_device(&self.compute).cast(DType::F32);
                 let (var, mean) = t
                     .reshape([b * GROUPS, (c / GROUPS) * h * w])
                     .var_mean_bias(1);
@@ -171,9 +183,13 @@ impl Tiler {
         let inv_std = var.add_scalar(EPS).sqrt().recip();
         self.map(tiles.to_vec(), |t| {
             let [b, c, h, w] = t.dims();
-            let normed =
-                (t.reshape([b * GROUPS, (c / GROUPS) * h * w]) - mean.clone()) * inv_std.clone();
-            let mut out = normed.reshape([b, c, h, w]);
+            let dtype = t.dtype();
+            let normed = (t
+                .cast(DType::F32)
+                .reshape([b * GROUPS, (c / GROUPS) * h * w])
+                - mean.clone())
+                * inv_std.clone();
+            let mut out = normed.reshape([b, c, h, w]).cast(dtype);
             if let Some(gamma) = &norm.gamma {
                 out = out * gamma.val().reshape([1, c, 1, 1]);
             }
@@ -274,7 +290,8 @@ fn run_tiled(
     let outputs = net(&tiler, tiles);
     let to_out = |v: usize| if decoder { v * 8 } else { v / 8 };
     let [_, c, _, _] = outputs[0].dims();
-    let mut result = Tensor::<4>::zeros([b, c, to_out(h), to_out(w)], &x.device());
+    let shape = [b, c, to_out(h), to_out(w)];
+    let mut result = Tensor::<4>::zeros(shape, (&x.device(), outputs[0].dtype()));
     for (tile, out) in boxes.iter().zip(outputs) {
         let padded = tile.input.map(to_out);
         let [ox1, ox2, oy1, oy2] = tile.output;
@@ -432,6 +449,49 @@ mod tests {
         assert_eq!(tiles[1].output, [120, 216, 0, 96]);
         assert_eq!(best_tile_size(33, 64), 64);
         assert_eq!(best_tile_size(20, 24), 24);
+    }
+
+    #[test]
+    fn a_side_shorter_than_the_padding_is_one_tile() {
+        // Long thin inputs: the short side is below (or within) the padding on both sides.
+        for (h, w) in [(3, 60), (15, 60), (22, 60), (60, 5)] {
+            let tiles = split_tiles(h, w, 8, DECODER_PAD, true);
+            assert!(tiles.len() > 1, "{h}x{w}");
+            for t in &tiles {
+                if h < w {
+                    assert_eq!((t.input[2], t.input[3]), (0, h), "{h}x{w}");
+                    assert_eq!((t.output[2], t.output[3]), (0, 8 * h), "{h}x{w}");
+                } else {
+                    assert_eq!((t.input[0], t.input[1]), (0, w), "{h}x{w}");
+                    assert_eq!((t.output[0], t.output[1]), (0, 8 * w), "{h}x{w}");
+                }
+            }
+        }
+        let device = Device::flex();
+        let vae = VaeConfig::tiny().init(&device);
+        let z = Tensor::<4>::random([1, 4, 2, 48], Distribution::Default, &device);
+        assert_eq!(vae.decode_tiled(z, 8, None).dims(), [1, 3, 16, 384]);
+    }
+
+    #[test]
+    fn tiles_keep_a_half_precision_network_in_half_precision() {
+        let device = Device::flex();
+        let vae = VaeConfig::tiny().init(&device);
+        // Activations of a few hundred: their variance overflows f16 (65 504).
+        let z = Tensor::<4>::random([1, 4, 6, 40], Distribution::Default, &device).mul_scalar(400);
+        let full = vae.decode_tiled(z.clone(), 8, None);
+        let half = diffbir_core::cast_module(vae, diffbir_core::Precision::F16).decode_tiled(
+            z.cast(DType::F16),
+            8,
+            None,
+        );
+        assert_eq!(half.dtype(), DType::F16);
+        let diff: f32 = (half.cast(DType::F32) - full.clone())
+            .abs()
+            .max()
+            .into_scalar();
+        let scale: f32 = full.abs().max().into_scalar();
+        assert!(diff < 2e-2 * scale, "{diff} (of {scale})");
     }
 
     #[test]

@@ -182,3 +182,28 @@ impl Stage1 {
         tiling::tiled_apply(lq, spec, |tile, _| self.restore(tile))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn every_network_restores_in_half_precision() {
+        let device = Device::flex();
+        let lq = Tensor::<4>::random([1, 3, 24, 20], Distribution::Default, &device);
+        for config in [
+            Stage1Config::SwinIr(SwinIrConfig::tiny()),
+            Stage1Config::RrdbNet(RrdbNetConfig::tiny()),
+            Stage1Config::ScuNet(ScuNetConfig::tiny()),
+        ] {
+            let model = config.init(&device).unwrap();
+            let full = model.restore(lq.clone());
+            let half = cast_module(model, Precision::F16).restore(lq.clone());
+            assert_eq!(half.dtype(), DType::F32, "{config:?}");
+            let diff: f32 = (half - full.clone()).abs().max().into_scalar();
+            let scale: f32 = full.abs().max().into_scalar();
+            assert!(diff <= 1e-2 * scale.max(1.0), "{config:?}: {diff}");
+        }
+    }
+}

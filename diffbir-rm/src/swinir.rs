@@ -15,6 +15,7 @@ use burn::tensor::activation::{gelu, leaky_relu};
 use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, PadMode};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use diffbir_core::weights::ParamCount;
 use diffbir_core::{Error, KeyMap, Result};
 use serde::{Deserialize, Serialize};
 
@@ -184,7 +185,112 @@ impl SwinIrConfig {
         if self.resi_connection == ResiConnection::ThreeConv && self.embed_dim < 4 {
             return bad("3conv needs embed_dim >= 4".into());
         }
-        Ok(())
+        // Attention runs over window² tokens with a window⁴ relative-position index.
+        if self.window_size > Self::MAX_WINDOW {
+            return bad(format!(
+                "window_size {} is more than {}",
+                self.window_size,
+                Self::MAX_WINDOW
+            ));
+        }
+        if !(self.mlp_ratio.is_finite() && self.mlp_hidden() > 0) {
+            return bad(format!("mlp_ratio {} gives no MLP width", self.mlp_ratio));
+        }
+        self.param_count().check("SwinIR config")
+    }
+
+    /// The largest attention window side.
+    pub const MAX_WINDOW: usize = 64;
+
+    /// Width of the MLP hidden layer (`int(embed_dim * mlp_ratio)`).
+    fn mlp_hidden(&self) -> usize {
+        (self.embed_dim as f64 * self.mlp_ratio) as usize
+    }
+
+    /// The parameters [`init`](Self::init) creates, saturating.
+    fn param_count(&self) -> ParamCount {
+        const NUM_FEAT: usize = 64;
+        let dim = self.embed_dim;
+        let conv3 = |cin: usize, cout: usize| ParamCount::layer(&[cout, cin, 3, 3], true);
+        let norm = |c: usize| ParamCount::of(&[2, c]);
+        let resolution = self.img_size / self.patch_size.max(1);
+        let window = if resolution <= self.window_size {
+            resolution
+        } else {
+            self.window_size
+        };
+        let table = window.saturating_mul(2).saturating_sub(1);
+        let hidden = self.mlp_hidden();
+        let blocks: ParamCount = self
+            .depths
+            .iter()
+            .zip(&self.num_heads)
+            .map(|(&depth, &heads)| {
+                let block = norm(dim).times(2)
+                    + ParamCount::of(&[table, table, heads])
+                    + ParamCount::layer(&[dim.saturating_mul(3), dim], self.qkv_bias)
+                    + ParamCount::layer(&[dim, dim], true)
+                    + ParamCount::layer(&[hidden, dim], true)
+                    + ParamCount::layer(&[dim, hidden], true);
+                block.times(depth)
+            })
+            .sum();
+        let resi = match self.resi_connection {
+            ResiConnection::OneConv => conv3(dim, dim),
+            ResiConnection::ThreeConv => {
+                conv3(dim, dim / 4)
+                    + ParamCount::layer(&[dim / 4, dim / 4, 1, 1], true)
+                    + conv3(dim / 4, dim)
+            }
+        };
+        let num_in = if self.unshuffle {
+            self.in_chans
+                .saturating_mul(self.sf)
+                .saturating_mul(self.sf)
+        } else {
+            self.in_chans
+        };
+        let ape = if self.ape {
+            ParamCount::of(&[resolution, resolution, dim])
+        } else {
+            ParamCount::default()
+        };
+        let feat = conv3(NUM_FEAT, NUM_FEAT);
+        let head = match self.upsampler {
+            Upsampler::PixelShuffle if self.sf == 3 => {
+                conv3(dim, NUM_FEAT)
+                    + conv3(NUM_FEAT, 9 * NUM_FEAT)
+                    + conv3(NUM_FEAT, self.in_chans)
+            }
+            Upsampler::PixelShuffle => {
+                conv3(dim, NUM_FEAT)
+                    + conv3(NUM_FEAT, 4 * NUM_FEAT).times(self.sf.trailing_zeros() as usize)
+                    + conv3(NUM_FEAT, self.in_chans)
+            }
+            Upsampler::PixelShuffleDirect => conv3(
+                dim,
+                self.sf
+                    .saturating_mul(self.sf)
+                    .saturating_mul(self.in_chans),
+            ),
+            // conv_before_upsample, conv_up1 (conv_up2 from ×4, conv_up3 at ×8), conv_hr,
+            // conv_last.
+            Upsampler::NearestConv => {
+                let ups = match self.sf {
+                    8 => 3,
+                    4 => 2,
+                    _ => 1,
+                };
+                conv3(dim, NUM_FEAT) + feat.times(ups + 1) + conv3(NUM_FEAT, self.in_chans)
+            }
+            Upsampler::None => conv3(dim, self.in_chans),
+        };
+        conv3(num_in, dim)
+            + norm(dim).times(2)
+            + ape
+            + blocks
+            + resi.times(self.depths.len().saturating_add(1))
+            + head
     }
 
     /// Builds the network with random weights.
@@ -298,7 +404,7 @@ impl SwinIrConfig {
 
     fn block(&self, heads: usize, window: usize, shift: usize, device: &Device) -> SwinBlock {
         let dim = self.embed_dim;
-        let hidden = (dim as f64 * self.mlp_ratio) as usize;
+        let hidden = self.mlp_hidden();
         let head_dim = dim / heads;
         SwinBlock {
             norm1: LayerNormConfig::new(dim).init(device),
@@ -417,7 +523,9 @@ impl WindowAttention {
         let bias = match mask {
             Some(mask) => {
                 let [nw, _, _] = mask.dims();
-                let per_window = bias.unsqueeze_dim::<4>(0) + mask.clone().unsqueeze_dim::<4>(1);
+                // The mask is built in f32; the bias is in the network's precision.
+                let mask = mask.clone().cast(bias.dtype());
+                let per_window = bias.unsqueeze_dim::<4>(0) + mask.unsqueeze_dim::<4>(1);
                 per_window
                     .unsqueeze_dim::<5>(0)
                     .expand([bn / nw, nw, heads, n, n])
@@ -588,11 +696,12 @@ impl SwinIr {
         } else {
             x
         };
-        let device = x.device();
+        // In the input's precision (f16 when the network was cast).
+        let options = (&x.device(), x.dtype());
         let mean = if self.in_chans == 3 {
-            Tensor::<4>::from_data(TensorData::new(RGB_MEAN.to_vec(), [1, 3, 1, 1]), &device)
+            Tensor::<4>::from_data(TensorData::new(RGB_MEAN.to_vec(), [1, 3, 1, 1]), options)
         } else {
-            Tensor::zeros([1, 1, 1, 1], &device)
+            Tensor::zeros([1, 1, 1, 1], options)
         };
         let range = self.img_range;
         let input = (x - mean.clone()).mul_scalar(range);
@@ -737,6 +846,70 @@ mod tests {
         let model = SwinIrConfig::diffbir().init(&Device::flex());
         // 15,792,587 parameters minus nothing: buffers are recomputed, not stored.
         assert_eq!(model.num_params(), 15_792_587);
+    }
+
+    #[test]
+    fn validate_counts_the_parameters_init_creates() {
+        assert_eq!(SwinIrConfig::diffbir().param_count().0, 15_792_587);
+        let device = Device::flex();
+        for config in [
+            SwinIrConfig::tiny(),
+            SwinIrConfig::tiny()
+                .with_ape(true)
+                .with_resi_connection(ResiConnection::ThreeConv)
+                .with_qkv_bias(false),
+            SwinIrConfig::tiny()
+                .with_unshuffle(false)
+                .with_unshuffle_scale(None)
+                .with_sf(2)
+                .with_upsampler(Upsampler::PixelShuffle),
+            SwinIrConfig::tiny()
+                .with_unshuffle(false)
+                .with_unshuffle_scale(None)
+                .with_sf(3)
+                .with_upsampler(Upsampler::PixelShuffle),
+            SwinIrConfig::tiny()
+                .with_unshuffle(false)
+                .with_unshuffle_scale(None)
+                .with_sf(3)
+                .with_upsampler(Upsampler::PixelShuffleDirect),
+            SwinIrConfig::tiny()
+                .with_unshuffle(false)
+                .with_unshuffle_scale(None)
+                .with_upsampler(Upsampler::None)
+                .with_img_size(4),
+            SwinIrConfig::tiny()
+                .with_sf(4)
+                .with_unshuffle_scale(Some(4)),
+            SwinIrConfig::tiny()
+                .with_sf(2)
+                .with_unshuffle_scale(Some(2)),
+        ] {
+            config.validate().unwrap();
+            let built = config.init(&device).num_params() as u128;
+            assert_eq!(config.param_count().0, built, "{config:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_configs_are_refused() {
+        // A hostile `--model-config` must fail validation, not allocate in `init`.
+        for config in [
+            SwinIrConfig::diffbir()
+                .with_embed_dim(1 << 20)
+                .with_num_heads(vec![1; 8]),
+            SwinIrConfig::diffbir().with_depths(vec![usize::MAX; 8]),
+            SwinIrConfig::diffbir().with_mlp_ratio(1e300),
+            SwinIrConfig::diffbir()
+                .with_window_size(4096)
+                .with_img_size(1 << 20),
+            SwinIrConfig::diffbir()
+                .with_ape(true)
+                .with_img_size(1 << 30),
+        ] {
+            let err = config.validate().unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+        }
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Developer tasks of diffbir-rs, run as `cargo xtask <command>`.
 //!
 //! - `bench`: one-shot timings of every network at its official size;
+//! - `differential`: every network family on a device (wgpu, …) against the CPU backend, over
+//!   randomly drawn small configurations;
 //! - `parity`: runs the reference cases of a fixtures folder against this implementation;
 //! - `fake-checkpoint`: writes a random-weight checkpoint in an official on-disk layout from a
 //!   key manifest.
 
 pub mod bench;
+pub mod differential;
 pub mod fake_checkpoint;
 pub mod parity;

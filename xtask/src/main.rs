@@ -19,9 +19,9 @@ struct Cli {
 enum Command {
     /// Run reference cases produced by the original PyTorch code and compare the outputs.
     Parity {
-        /// Folder of cases (`NAME.json` + `NAME.io.safetensors` + weight files).
-        #[arg(long)]
-        fixtures: PathBuf,
+        /// Folder of cases (`NAME.json` + `NAME.io.safetensors` + weight files); repeatable.
+        #[arg(long, required = true)]
+        fixtures: Vec<PathBuf>,
         /// Only run cases whose name contains this text (repeatable: any of them).
         #[arg(long)]
         case: Vec<String>,
@@ -35,6 +35,9 @@ enum Command {
     /// Time every network at its official size (random weights), optionally side by side with
     /// PyTorch; `benches/` has the criterion benches, docs/benchmarks.md the details.
     Bench(xtask::bench::BenchArgs),
+    /// Run every network family on a device (default wgpu) and on the CPU backend over
+    /// randomly drawn small configurations, with identical weights and inputs, and compare.
+    Differential(xtask::differential::DifferentialArgs),
     /// Write a random-weight checkpoint with every tensor of a key manifest, in the on-disk
     /// layout of an official file.
     FakeCheckpoint {
@@ -64,17 +67,21 @@ fn main() -> Result<ExitCode> {
             strict,
         } => {
             let device = device.parse::<DeviceSpec>()?.device()?;
-            let reports = parity::run_dir(&fixtures, &case, &device)?;
+            let mut reports = Vec::new();
+            for dir in &fixtures {
+                let found = parity::run_dir(dir, &case, &device)?;
+                if found.is_empty() {
+                    eprintln!("no case found in {}", dir.display());
+                    return Ok(ExitCode::FAILURE);
+                }
+                reports.extend(found);
+            }
             for r in &reports {
                 println!("{r}");
             }
             let totals = parity::totals(&reports);
             println!("{totals}");
-            let ok =
-                totals.failed == 0 && (!strict || totals.unsupported == 0) && !reports.is_empty();
-            if reports.is_empty() {
-                eprintln!("no case found in {}", fixtures.display());
-            }
+            let ok = totals.failed == 0 && (!strict || totals.unsupported == 0);
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -82,6 +89,7 @@ fn main() -> Result<ExitCode> {
             })
         }
         Command::Bench(args) => xtask::bench::main(args),
+        Command::Differential(args) => xtask::differential::main(args),
         Command::FakeCheckpoint {
             manifest,
             layout,

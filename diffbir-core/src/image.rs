@@ -8,7 +8,7 @@
 //! into a temporary file beside the target and renamed over it, so a failure never leaves a
 //! partial output.
 
-use std::io::{BufWriter, Write};
+use std::io::{BufRead, BufWriter, Cursor, Seek, Write};
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -123,6 +123,45 @@ pub fn read_image(
 ) -> Result<(Tensor<4>, ImageMeta)> {
     let path = path.as_ref();
     let image = decode_file(path, options)?;
+    check_min_side(&image, path, options)?;
+    Ok(image_to_tensor(&image, device))
+}
+
+/// [`read_image`] on a file's bytes, up to the tensor: the same decoding (format detection,
+/// limits, the empty-file and minimum-size checks, the same errors with `name` as the path)
+/// and the same conversion, returning the `[3, H, W]` planes and the [`ImageMeta`].
+///
+/// For fuzzing and tests; applications use [`read_image`].
+#[doc(hidden)]
+pub fn read_image_bytes(
+    bytes: &[u8],
+    name: &Path,
+    options: &ReadOptions,
+) -> Result<(Vec<f32>, ImageMeta)> {
+    if bytes.is_empty() {
+        return Err(empty_file(name));
+    }
+    // As `ImageReader::open` does for files: the extension first, then the content.
+    let mut reader = image::ImageReader::new(Cursor::new(bytes));
+    if let Ok(format) = ImageFormat::from_path(name) {
+        reader.set_format(format);
+    }
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|e| Error::io(name, e))?;
+    let image = decode_reader(reader, name, options)?;
+    check_min_side(&image, name, options)?;
+    Ok(image_to_planes(&image))
+}
+
+fn empty_file(path: &Path) -> Error {
+    Error::ImageDecode {
+        path: path.to_path_buf(),
+        reason: "the file is empty".into(),
+    }
+}
+
+fn check_min_side(image: &DynamicImage, path: &Path, options: &ReadOptions) -> Result<()> {
     let (width, height) = (image.width(), image.height());
     if width < options.min_side || height < options.min_side {
         return Err(Error::ImageSize {
@@ -135,7 +174,7 @@ pub fn read_image(
             ),
         });
     }
-    Ok(image_to_tensor(&image, device))
+    Ok(())
 }
 
 fn decode_file(path: &Path, options: &ReadOptions) -> Result<DynamicImage> {
@@ -143,15 +182,21 @@ fn decode_file(path: &Path, options: &ReadOptions) -> Result<DynamicImage> {
         .map_err(|e| Error::io(path, e))?
         .len();
     if len == 0 {
-        return Err(Error::ImageDecode {
-            path: path.to_path_buf(),
-            reason: "the file is empty".into(),
-        });
+        return Err(empty_file(path));
     }
-    let mut reader = image::ImageReader::open(path)
+    let reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
+    decode_reader(reader, path, options)
+}
+
+/// Decodes what `reader` holds (files and in-memory bytes alike) within `options`' limits.
+fn decode_reader<R: BufRead + Seek>(
+    mut reader: image::ImageReader<R>,
+    path: &Path,
+    options: &ReadOptions,
+) -> Result<DynamicImage> {
     let Some(format) = reader.format() else {
         return Err(Error::ImageDecode {
             path: path.to_path_buf(),
@@ -234,11 +279,20 @@ pub fn image_meta(image: &DynamicImage) -> ImageMeta {
 
 /// Converts a decoded image into a `[1, 3, H, W]` tensor in `[0, 1]` and its [`ImageMeta`].
 pub fn image_to_tensor(image: &DynamicImage, device: &Device) -> (Tensor<4>, ImageMeta) {
+    let (chw, meta) = image_to_planes(image);
+    let tensor = Tensor::<4>::from_data(
+        TensorData::new(chw, [1, 3, meta.height as usize, meta.width as usize]),
+        device,
+    );
+    (tensor, meta)
+}
+
+/// The `[3, H, W]` planes in `[0, 1]` of [`image_to_tensor`], and the [`ImageMeta`].
+fn image_to_planes(image: &DynamicImage) -> (Vec<f32>, ImageMeta) {
     let meta = image_meta(image);
-    let (width, height, depth) = (meta.width, meta.height, meta.depth);
-    let plane = (width * height) as usize;
+    let plane = meta.width as usize * meta.height as usize;
     let mut chw = vec![0f32; 3 * plane];
-    match depth {
+    match meta.depth {
         BitDepth::Eight => {
             let rgb = image.to_rgb8();
             for (i, px) in rgb.pixels().enumerate() {
@@ -256,11 +310,7 @@ pub fn image_to_tensor(image: &DynamicImage, device: &Device) -> (Tensor<4>, Ima
             }
         }
     }
-    let tensor = Tensor::<4>::from_data(
-        TensorData::new(chw, [1, 3, height as usize, width as usize]),
-        device,
-    );
-    (tensor, meta)
+    (chw, meta)
 }
 
 /// How to write a result.
@@ -637,6 +687,39 @@ mod tests {
 
         let missing = read_image("/nonexistent/x.png", &ReadOptions::default(), &device());
         assert!(matches!(missing, Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn bytes_decode_like_files() {
+        // `read_image_bytes` (the fuzz target's entry point) is `read_image` on a slice.
+        let dir = tempfile::tempdir().unwrap();
+        let src = DynamicImage::ImageRgba16(ImageBuffer::from_fn(9, 11, |x, y| {
+            Rgba([
+                (x * 7000) as u16,
+                (y * 5000) as u16,
+                3,
+                (x * y * 600) as u16,
+            ])
+        }));
+        for name in ["a.png", "a.tiff"] {
+            let path = dir.path().join(name);
+            src.save(&path).unwrap();
+            let (tensor, meta) = read_image(&path, &ReadOptions::default(), &device()).unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            let (planes, meta_b) =
+                read_image_bytes(&bytes, Path::new(name), &ReadOptions::default()).unwrap();
+            assert_eq!(meta_b, meta, "{name}");
+            assert_eq!(
+                tensor.into_data().try_to_vec::<f32>().unwrap(),
+                planes,
+                "{name}"
+            );
+        }
+        let name = Path::new("x.png");
+        let empty = read_image_bytes(b"", name, &ReadOptions::default()).unwrap_err();
+        assert!(empty.to_string().contains("empty"), "{empty}");
+        let text = read_image_bytes(b"not an image", name, &ReadOptions::default());
+        assert!(matches!(text, Err(Error::ImageDecode { .. })));
     }
 
     #[test]

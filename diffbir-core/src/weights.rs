@@ -229,6 +229,81 @@ pub fn load_into<M: ModuleSnapshot>(
     apply_checkpoint(module, checkpoint, map)?.strict(checkpoint)
 }
 
+/// The most parameters one network built from a configuration may have: 2³², 16 GiB of f32
+/// weights (the SD 2.1 UNet has 0.87 G). Configurations come from users' files
+/// (`--model-config`, training configs); each config's `validate` counts the parameters its
+/// `init` would create and refuses more than this, instead of letting `init` try to allocate
+/// terabytes.
+pub const MAX_PARAMS: u64 = 1 << 32;
+
+/// A parameter count computed from an untrusted configuration: additions and
+/// multiplications saturate instead of overflowing, so any count past [`MAX_PARAMS`] is
+/// refused by [`check`](Self::check) however large the configuration's numbers are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ParamCount(pub u128);
+
+impl ParamCount {
+    /// The number of elements of a tensor of shape `dims`.
+    pub fn of(dims: &[usize]) -> Self {
+        Self(dims.iter().fold(1u128, |n, d| n.saturating_mul(*d as u128)))
+    }
+
+    /// A weight of shape `dims` with a bias of `dims[0]` elements (when `bias`), as
+    /// `[out, in, k, k]` convs and `[out, in]` linears have.
+    pub fn layer(dims: &[usize], bias: bool) -> Self {
+        let bias = if bias {
+            dims.first().copied().unwrap_or(0)
+        } else {
+            0
+        };
+        Self::of(dims) + Self::of(&[bias])
+    }
+
+    /// `self` repeated `n` times.
+    pub fn times(self, n: usize) -> Self {
+        Self(self.0.saturating_mul(n as u128))
+    }
+
+    /// An error naming `what` when the count exceeds [`MAX_PARAMS`].
+    pub fn check(self, what: &str) -> Result<()> {
+        if self.0 > u128::from(MAX_PARAMS) {
+            let shown = if self.0 == u128::MAX {
+                "an overflowing number of".to_string()
+            } else {
+                format!("{}", self.0)
+            };
+            return Err(Error::InvalidArgument {
+                what: what.into(),
+                reason: format!(
+                    "the network would have {shown} parameters, more than the {MAX_PARAMS} \
+                     (16 GiB as f32) a configuration may ask for"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Add for ParamCount {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self(self.0.saturating_add(other.0))
+    }
+}
+
+impl std::ops::AddAssign for ParamCount {
+    fn add_assign(&mut self, other: Self) {
+        *self = *self + other;
+    }
+}
+
+impl std::iter::Sum for ParamCount {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Self(0), |a, b| a + b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

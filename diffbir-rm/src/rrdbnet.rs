@@ -10,6 +10,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::leaky_relu;
 use burn::tensor::{Device, Tensor};
+use diffbir_core::weights::ParamCount;
 use diffbir_core::{Error, KeyMap, Result};
 
 use diffbir_core::resize::upsample_nearest2x;
@@ -58,7 +59,24 @@ impl RrdbNetConfig {
                 reason: "channel counts must be positive".into(),
             });
         }
-        Ok(())
+        self.param_count().check("RRDBNet config")
+    }
+
+    /// The parameters [`init`](Self::init) creates, saturating.
+    fn param_count(&self) -> ParamCount {
+        let conv3 = |cin: usize, cout: usize| ParamCount::layer(&[cout, cin, 3, 3], true);
+        let (nf, gc) = (self.nf, self.gc);
+        let grown = |k: usize| nf.saturating_add(gc.saturating_mul(k));
+        let rdb = conv3(nf, gc)
+            + conv3(grown(1), gc)
+            + conv3(grown(2), gc)
+            + conv3(grown(3), gc)
+            + conv3(grown(4), nf);
+        let trunk_convs = if self.sf == 4 { 4 } else { 3 };
+        conv3(self.in_nc, nf)
+            + rdb.times(3).times(self.nb)
+            + conv3(nf, nf).times(trunk_convs)
+            + conv3(nf, self.out_nc)
     }
 
     /// Builds the network with random weights.
@@ -248,6 +266,26 @@ mod tests {
             RrdbNetConfig::bsrnet().init(&Device::flex()).num_params(),
             16_697_987
         );
+    }
+
+    #[test]
+    fn validate_counts_the_parameters_init_creates() {
+        assert_eq!(RrdbNetConfig::bsrnet().param_count().0, 16_697_987);
+        let device = Device::flex();
+        for config in [
+            RrdbNetConfig::tiny(),
+            RrdbNetConfig::tiny().with_sf(2).with_nb(2),
+        ] {
+            let built = config.init(&device).num_params() as u128;
+            assert_eq!(config.param_count().0, built, "{config:?}");
+        }
+        for config in [
+            RrdbNetConfig::bsrnet().with_nb(usize::MAX),
+            RrdbNetConfig::bsrnet().with_nf(1 << 40),
+            RrdbNetConfig::bsrnet().with_gc(usize::MAX),
+        ] {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use burn::tensor::activation::{gelu, relu};
 use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, PadMode};
 use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
+use diffbir_core::weights::ParamCount;
 use diffbir_core::{Error, KeyMap, Result};
 
 use crate::ops::{self, conv};
@@ -78,7 +79,37 @@ impl ScuNetConfig {
         if self.window_size < 2 || 64 % self.window_size != 0 {
             return bad(format!("window_size {} must divide 64", self.window_size));
         }
-        Ok(())
+        self.param_count().check("SCUNet config")
+    }
+
+    /// The parameters [`init`](Self::init) creates, saturating.
+    fn param_count(&self) -> ParamCount {
+        let d = self.dim;
+        let span = self.window_size.saturating_mul(2).saturating_sub(1);
+        let block = |half: usize| {
+            let wide = half.saturating_mul(2);
+            ParamCount::of(&[4, half])
+                + ParamCount::layer(&[half.saturating_mul(3), half], true)
+                + ParamCount::of(&[half / self.head_dim.max(1), span, span])
+                + ParamCount::layer(&[half, half], true)
+                + ParamCount::layer(&[half.saturating_mul(4), half], true)
+                + ParamCount::layer(&[half, half.saturating_mul(4)], true)
+                + ParamCount::layer(&[wide, wide, 1, 1], true).times(2)
+                + ParamCount::layer(&[half, half, 3, 3], false).times(2)
+        };
+        let times = |k: usize| d.saturating_mul(k);
+        let halves = [d / 2, d, times(2), times(4), times(2), d, d / 2];
+        let blocks: ParamCount = self
+            .config
+            .iter()
+            .zip(halves)
+            .map(|(&n, half)| block(half).times(n))
+            .sum();
+        // Down and up: 2×2 (transposed) convs without bias between d, 2d, 4d and 8d.
+        let resample = ParamCount::of(&[d, times(2), 2, 2])
+            + ParamCount::of(&[times(2), times(4), 2, 2])
+            + ParamCount::of(&[times(4), times(8), 2, 2]);
+        ParamCount::layer(&[d, self.in_nc, 3, 3], false).times(2) + blocks + resample.times(2)
     }
 
     /// Builds the network with random weights.
@@ -423,6 +454,19 @@ mod tests {
                 .num_params(),
             17_946_072
         );
+    }
+
+    #[test]
+    fn validate_counts_the_parameters_init_creates() {
+        assert_eq!(ScuNetConfig::scunet_psnr().param_count().0, 17_946_072);
+        let built = ScuNetConfig::tiny().init(&Device::flex()).num_params() as u128;
+        assert_eq!(ScuNetConfig::tiny().param_count().0, built);
+        for config in [
+            ScuNetConfig::scunet_psnr().with_dim(1 << 40),
+            ScuNetConfig::scunet_psnr().with_config(vec![usize::MAX; 7]),
+        ] {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
     }
 
     #[test]

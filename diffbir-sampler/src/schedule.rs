@@ -7,6 +7,7 @@
 
 use burn::config::Config;
 use burn::tensor::Tensor;
+use diffbir_core::{Error, Result};
 
 use crate::denoiser::{Parameterization, per_item};
 
@@ -33,6 +34,10 @@ pub struct NoiseScheduleConfig {
 }
 
 impl NoiseScheduleConfig {
+    /// The most training timesteps a schedule may have: its tables (and every sampler's)
+    /// hold a few numbers per timestep, and configurations come from users' files.
+    pub const MAX_TIMESTEPS: usize = 100_000;
+
     /// SD 2.1-base as used by DiffBIR v1 and v2 (`configs/inference/diffusion.yaml`): eps.
     pub fn sd_v2() -> Self {
         Self::new()
@@ -45,20 +50,42 @@ impl NoiseScheduleConfig {
             .with_parameterization(Parameterization::V)
     }
 
+    /// Checks the configuration (it may come from a user's file); [`init`](Self::init)
+    /// requires it to hold: 2 to [`MAX_TIMESTEPS`](Self::MAX_TIMESTEPS) timesteps, beta bounds in `(0, 1)`.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| {
+            Err(Error::InvalidArgument {
+                what: "noise schedule config".into(),
+                reason,
+            })
+        };
+        if !(2..=Self::MAX_TIMESTEPS).contains(&self.timesteps) {
+            return bad(format!(
+                "timesteps must lie in 2..={} (SD uses 1000), got {}",
+                Self::MAX_TIMESTEPS,
+                self.timesteps
+            ));
+        }
+        for (name, beta) in [
+            ("linear_start", self.linear_start),
+            ("linear_end", self.linear_end),
+        ] {
+            if !(beta > 0.0 && beta < 1.0) {
+                return bad(format!("{name} must lie in (0, 1), got {beta}"));
+            }
+        }
+        Ok(())
+    }
+
     /// Computes the schedule.
     ///
     /// # Panics
     ///
-    /// If there are fewer than 2 timesteps or a beta bound is outside `(0, 1)`.
+    /// If [`validate`](Self::validate) fails.
     pub fn init(&self) -> NoiseSchedule {
-        assert!(self.timesteps >= 2, "a schedule needs at least 2 timesteps");
-        assert!(
-            self.linear_start > 0.0
-                && self.linear_start < 1.0
-                && self.linear_end > 0.0
-                && self.linear_end < 1.0,
-            "betas must lie in (0, 1)"
-        );
+        if let Err(e) = self.validate() {
+            panic!("{e}");
+        }
         let mut betas: Vec<f64> = numpy_linspace(
             self.linear_start.powf(0.5),
             self.linear_end.powf(0.5),

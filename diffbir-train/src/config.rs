@@ -536,10 +536,11 @@ impl TrainConfig for Stage2TrainConfig {
                 "must be set (4: the condition latent's channels)",
             ));
         }
-        if m.diffusion.timesteps < 2 {
+        let max_timesteps = NoiseScheduleConfig::MAX_TIMESTEPS;
+        if !(2..=max_timesteps).contains(&m.diffusion.timesteps) {
             return Err(Error::field(
                 "model.diffusion.timesteps",
-                "must be at least 2",
+                format!("must lie in 2..={max_timesteps}"),
             ));
         }
         for (name, v) in [

@@ -2,6 +2,7 @@
 
 use burn::config::Config;
 use burn::tensor::Device;
+use diffbir_core::weights::ParamCount;
 use diffbir_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -120,7 +121,33 @@ impl ClipTextConfig {
         if !(self.mlp_ratio.is_finite() && self.mlp_width() > 0) {
             return bad(format!("mlp_ratio {} gives no MLP width", self.mlp_ratio));
         }
-        Ok(())
+        // Every prompt becomes a row of this many tokens, and attention a square of them.
+        if self.context_length > Self::MAX_CONTEXT_LENGTH {
+            return bad(format!(
+                "context_length {} is more than {} tokens (CLIP uses 77)",
+                self.context_length,
+                Self::MAX_CONTEXT_LENGTH
+            ));
+        }
+        self.param_count().check("CLIP text config")
+    }
+
+    /// At most this many token positions.
+    pub const MAX_CONTEXT_LENGTH: usize = 4096;
+
+    /// The parameters [`init`](Self::init) creates, saturating.
+    pub(crate) fn param_count(&self) -> ParamCount {
+        let (w, mlp) = (self.width, self.mlp_width());
+        let block = ParamCount::of(&[4, w])
+            + ParamCount::layer(&[w.saturating_mul(3), w], true)
+            + ParamCount::layer(&[w, w], true)
+            + ParamCount::layer(&[mlp, w], true)
+            + ParamCount::layer(&[w, mlp], true);
+        ParamCount::of(&[self.vocab_size, w])
+            + ParamCount::of(&[self.context_length, w])
+            + block.times(self.layers)
+            + ParamCount::of(&[2, w])
+            + ParamCount::of(&[w, self.embed_dim])
     }
 
     /// Builds the text encoder with random weights.

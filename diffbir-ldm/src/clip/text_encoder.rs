@@ -348,6 +348,10 @@ mod tests {
         let total = manifest["num_parameters"].as_u64().unwrap() as usize;
         assert_eq!(model.num_params(), total - dropped);
         assert_eq!(
+            ClipTextConfig::vit_h14().param_count().0,
+            model.num_params() as u128
+        );
+        assert_eq!(
             (model.blocks_run(), model.layer()),
             (23, ClipLayer::Penultimate)
         );
@@ -440,6 +444,28 @@ mod tests {
             ClipTextConfig::tiny().with_layers(0),
             ClipTextConfig::tiny().with_context_length(0),
             ClipTextConfig::tiny().with_mlp_ratio(0.0),
+        ] {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
+    }
+
+    #[test]
+    fn validate_counts_the_parameters_init_creates() {
+        for config in [
+            ClipTextConfig::tiny(),
+            ClipTextConfig::tiny()
+                .with_mlp_ratio(2.5)
+                .with_context_length(5),
+        ] {
+            let built = config.init(&Device::flex()).num_params() as u128;
+            assert_eq!(config.param_count().0, built, "{config:?}");
+        }
+        for config in [
+            ClipTextConfig::tiny().with_embed_dim(1_616_777_216),
+            ClipTextConfig::tiny().with_vocab_size(usize::MAX),
+            ClipTextConfig::tiny().with_layers(usize::MAX),
+            ClipTextConfig::tiny().with_mlp_ratio(1e300),
+            ClipTextConfig::tiny().with_context_length(1 << 20),
         ] {
             assert!(config.validate().is_err(), "{config:?}");
         }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use burn::module::Module;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use diffbir::rm::swinir::{ResiConnection, Upsampler};
 use diffbir::rm::{RrdbNetConfig, ScuNetConfig, SwinIrConfig};
 
@@ -85,14 +85,7 @@ pub fn swinir(d: &mut Draw) -> Result<Case> {
         dims(&shape)
     );
     let model = d.weights(cfg.init(&Device::flex()));
-    let x = d.uniform_data(&shape, 0.0, 1.0);
-    let params = model.num_params();
-    Ok(Case::new(config, move |device, setting| {
-        let model = moved(&model, device, setting);
-        let y = model.forward(draw::float(&x, device, setting.dtype()));
-        Ok(vec![output("y", y)?])
-    })
-    .params(params))
+    Ok(image_case(d, config, model, shape, |m, x| m.forward(x)))
 }
 
 /// RRDBNet (BSRNet): width, blocks, growth, ×2 or ×4, channels, odd input sizes.
@@ -123,14 +116,7 @@ pub fn rrdbnet(d: &mut Draw) -> Result<Case> {
         dims(&shape)
     );
     let model = d.weights(cfg.init(&Device::flex()));
-    let x = d.uniform_data(&shape, 0.0, 1.0);
-    let params = model.num_params();
-    Ok(Case::new(config, move |device, setting| {
-        let model = moved(&model, device, setting);
-        let y = model.forward(draw::float(&x, device, setting.dtype()));
-        Ok(vec![output("y", y)?])
-    })
-    .params(params))
+    Ok(image_case(d, config, model, shape, |m, x| m.forward(x)))
 }
 
 /// SCUNet: width, head size, window, blocks per stage, the training resolution (which decides
@@ -163,12 +149,23 @@ pub fn scunet(d: &mut Draw) -> Result<Case> {
         dims(&shape)
     );
     let model = d.weights(cfg.init(&Device::flex()));
+    Ok(image_case(d, config, model, shape, |m, x| m.forward(x)))
+}
+
+/// A case running `forward` of a stage-1 network on an input drawn in `[0, 1]`.
+fn image_case<M: Module + 'static>(
+    d: &mut Draw,
+    config: String,
+    model: M,
+    shape: [usize; 4],
+    forward: fn(&M, Tensor<4>) -> Tensor<4>,
+) -> Case {
     let x = d.uniform_data(&shape, 0.0, 1.0);
     let params = model.num_params();
-    Ok(Case::new(config, move |device, setting| {
+    Case::new(config, move |device, setting| {
         let model = moved(&model, device, setting);
-        let y = model.forward(draw::float(&x, device, setting.dtype()));
+        let y = forward(&model, draw::float(&x, device, setting.dtype()));
         Ok(vec![output("y", y)?])
     })
-    .params(params))
+    .params(params)
 }

@@ -11,10 +11,10 @@
 use std::collections::BTreeMap;
 
 use burn::module::{Module, Param};
-use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, PaddingConfig2d, conv::Conv2dConfig};
 use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::{Device, Tensor};
+use diffbir_core::kernels::Conv2d;
 use diffbir_core::tiling::TileBox;
 use diffbir_core::{Error, KeyMap, Precision, Result, cast_module};
 use diffbir_ldm::unet::{
@@ -47,7 +47,7 @@ pub fn init_controlnet(config: &ControlNetConfig, device: &Device) -> Result<Con
         let conv = Conv2dConfig::new([c, c], [1, 1])
             .with_padding(PaddingConfig2d::Explicit(0, 0, 0, 0))
             .init(device);
-        zeroed(conv)
+        zeroed(conv.into())
     };
     let mid = config.model_channels * config.channel_mult.last().copied().unwrap_or(1);
     Ok(ControlNet {

@@ -34,6 +34,7 @@ pub mod color;
 pub mod device;
 mod error;
 pub mod image;
+pub mod kernels;
 pub mod noise;
 mod pickle_guard;
 pub mod precision;

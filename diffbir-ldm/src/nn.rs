@@ -1,8 +1,9 @@
 //! Small building blocks shared by the LDM networks.
 
 use burn::nn::PaddingConfig2d;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2dConfig;
 use burn::tensor::Device;
+use diffbir_core::kernels::Conv2d;
 
 /// A `torch.nn.Conv2d(cin, cout, kernel, stride, padding)` with bias.
 pub fn conv(
@@ -19,4 +20,5 @@ pub fn conv(
             padding, padding, padding, padding,
         ))
         .init(device)
+        .into()
 }

@@ -2,6 +2,7 @@
 //! and the window partition, relative-position index and shift masks of Swin attention.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use diffbir_core::kernels::Conv2d;
 
 /// `torch.nn.PixelUnshuffle(r)`: `out[b, c·r² + i·r + j, y, x] = in[b, c, r·y + i, r·x + j]`.
 ///
@@ -129,7 +130,7 @@ pub(crate) fn conv(
     padding: usize,
     bias: bool,
     device: &Device,
-) -> burn::nn::conv::Conv2d {
+) -> Conv2d {
     burn::nn::conv::Conv2dConfig::new([cin, cout], [kernel, kernel])
         .with_stride([stride, stride])
         .with_padding(burn::nn::PaddingConfig2d::Explicit(
@@ -137,10 +138,11 @@ pub(crate) fn conv(
         ))
         .with_bias(bias)
         .init(device)
+        .into()
 }
 
 /// A 3×3, stride 1, padding 1 convolution with bias (the most common stage-1 conv).
-pub(crate) fn conv3x3(cin: usize, cout: usize, device: &Device) -> burn::nn::conv::Conv2d {
+pub(crate) fn conv3x3(cin: usize, cout: usize, device: &Device) -> Conv2d {
     conv(cin, cout, 3, 1, 1, true, device)
 }
 

@@ -7,9 +7,9 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
 use burn::tensor::activation::leaky_relu;
 use burn::tensor::{Device, Tensor};
+use diffbir_core::kernels::Conv2d;
 use diffbir_core::weights::ParamCount;
 use diffbir_core::{Error, KeyMap, Result};
 

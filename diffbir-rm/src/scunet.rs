@@ -5,12 +5,13 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::nn::conv::{Conv2d, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::conv::{ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, relu};
 use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, PadMode};
 use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
+use diffbir_core::kernels::Conv2d;
 use diffbir_core::weights::ParamCount;
 use diffbir_core::{Error, KeyMap, Result};
 

@@ -9,12 +9,12 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, leaky_relu};
 use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, PadMode};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use diffbir_core::kernels::Conv2d;
 use diffbir_core::weights::ParamCount;
 use diffbir_core::{Error, KeyMap, Result};
 use serde::{Deserialize, Serialize};

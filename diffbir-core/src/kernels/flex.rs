@@ -76,6 +76,11 @@ pub(super) fn conv2d(
     let (Some(output), 1) = (output, options.groups) else {
         return Err((x, weight, bias));
     };
+    // A 1×1, stride-1, unpadded convolution is a plain GEMM on the image, which flex runs
+    // without packing it, faster than packing it for ours (benchmarks.md, `unet-1x1-320`).
+    if [kh, kw] == [1, 1] && options.stride == [1, 1] && options.padding == [(0, 0); 2] {
+        return Err((x, weight, bias));
+    }
     if wcin != cin || bias.as_ref().is_some_and(|b| b.dims() != [cout]) {
         return Err((x, weight, bias));
     }

@@ -7,7 +7,7 @@
 //! consecutive pixels of an output row (a 1×1 convolution is thus a plain GEMM on the image).
 
 use super::gemm::{Gemm, PackB};
-use super::microkernel::Isa;
+use super::microkernel::{Isa, MAX_NR};
 
 /// The geometry of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,13 +72,13 @@ impl PackB for Im2col<'_> {
         let g = &self.geometry;
         let [h, w] = g.input;
         let [kh, kw] = g.kernel;
-        let [ow] = [g.output[1]];
+        let ow = g.output[1];
         for (q, panel) in out.chunks_exact_mut(kc * nr).enumerate() {
             let col = n0 + q * nr;
             let width = nr.min(n0 + nc - col);
             // The panel's columns as runs within one output row: (first column in the panel,
-            // output row, first output column, length).
-            let mut runs = [(0usize, 0usize, 0usize, 0usize); 64];
+            // output row, first output column, length); at most one per column.
+            let mut runs = [(0usize, 0usize, 0usize, 0usize); MAX_NR];
             let mut n_runs = 0;
             let mut j = 0;
             while j < width {

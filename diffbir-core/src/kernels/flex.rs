@@ -43,6 +43,11 @@ fn from_flex<const D: usize>(flex: FlexTensor) -> Tensor<D> {
     })
 }
 
+/// The tensor back, whether it was taken apart or not.
+fn back<const D: usize>(t: Result<FlexTensor, Tensor<D>>) -> Tensor<D> {
+    t.map_or_else(|t| t, from_flex)
+}
+
 /// Wraps `data` as an f32 flex tensor of `shape`.
 fn wrap<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
     from_flex(FlexTensor::new(
@@ -96,11 +101,7 @@ pub(super) fn conv2d(
                 Ok(bias) => bias.map(from_flex),
                 Err(bias) => Some(bias),
             };
-            return Err((
-                x.map_or_else(|t| t, from_flex),
-                weight.map_or_else(|t| t, from_flex),
-                bias,
-            ));
+            return Err((back(x), back(weight), bias));
         }
     };
     let geometry = ConvGeometry {
@@ -125,8 +126,8 @@ pub(super) fn conv2d(
     Ok(wrap(out, [batch, cout, output[0], output[1]]))
 }
 
-/// An operand of [`attention`] as the kernel reads it: its buffer, shape and strides, made
-/// contiguous first unless its last dimension already is.
+/// The shape, strides and offset of an operand of [`attention`], when the kernel can read it
+/// in place (its last dimension contiguous, no negative strides).
 fn strided(t: &FlexTensor) -> Option<([usize; 4], [usize; 3], usize)> {
     let layout = t.layout();
     let shape: [usize; 4] = layout.shape().dims::<4>();
@@ -156,10 +157,7 @@ pub(super) fn attention(
     };
     let (q, k, v) = match (flex_f32(q), flex_f32(k), flex_f32(v)) {
         (Ok(q), Ok(k), Ok(v)) => (q, k, v),
-        (q, k, v) => {
-            let back = |t: Result<FlexTensor, Tensor<4>>| t.map_or_else(|t| t, from_flex);
-            return Err((back(q), back(k), back(v)));
-        }
+        (q, k, v) => return Err((back(q), back(k), back(v))),
     };
     let operand = |t: FlexTensor| match strided(&t) {
         Some(_) => t,

@@ -17,6 +17,9 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
+/// The widest tile ([`Isa::nr`]) of any instruction set.
+pub const MAX_NR: usize = 32;
+
 /// The instruction set the kernels use on this CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {

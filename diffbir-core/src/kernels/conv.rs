@@ -109,10 +109,16 @@ impl PackB for Im2col<'_> {
                         // Columns t with 0 ≤ x0 + t < w are copied, the rest are padding.
                         let lo = (-x0).clamp(0, len as isize) as usize;
                         let hi = (w as isize - x0).clamp(lo as isize, len as isize) as usize;
-                        dst[..lo].fill(0.0);
+                        // (The fills are guarded: most runs have none, and an empty `fill`
+                        // still costs a `memset` call.)
+                        if lo > 0 {
+                            dst[..lo].fill(0.0);
+                        }
                         let start = (x0 + lo as isize) as usize;
                         copy(&mut dst[lo..hi], &row[start..start + (hi - lo)]);
-                        dst[hi..].fill(0.0);
+                        if hi < len {
+                            dst[hi..].fill(0.0);
+                        }
                     } else {
                         for (t, v) in dst.iter_mut().enumerate() {
                             let ix = x0 + t as isize * sx;
@@ -124,7 +130,9 @@ impl PackB for Im2col<'_> {
                         }
                     }
                 }
-                dst[width..].fill(0.0);
+                if width < nr {
+                    dst[width..].fill(0.0);
+                }
                 tx += 1;
                 if tx == kw {
                     tx = 0;

@@ -1,5 +1,6 @@
 //! The CPU kernels (`diffbir_core::kernels`) against burn's operations, on the convolution
-//! and attention shapes of the UNet, the VAE and stage 1, and the micro-kernel alone.
+//! and attention shapes of the UNet, the VAE and stage 1, SiLU on the VAE's largest
+//! activation, and the micro-kernel alone.
 //! Throughput is in floating-point operations (2 per multiply-add), so criterion reports
 //! FLOP/s. `cargo bench -p diffbir-core --bench kernels`.
 
@@ -130,5 +131,22 @@ fn attention(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, microkernel, conv, attention);
+/// SiLU over the VAE decoder's largest activation (128 channels at 512²), on a tensor that
+/// owns its buffer (ours computes in place) as the networks call it.
+fn silu(c: &mut Criterion) {
+    let device = Device::flex();
+    let x = Tensor::<4>::random([1, 128, 512, 512], Distribution::Default, &device);
+    let mut group = c.benchmark_group("silu");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(x.shape().num_elements() as u64));
+    group.bench_function("kernels/vae-128x512x512", |bench| {
+        bench.iter(|| kernels::silu(x.clone() * 1.0).into_data())
+    });
+    group.bench_function("burn/vae-128x512x512", |bench| {
+        bench.iter(|| burn::tensor::activation::silu(x.clone() * 1.0).into_data())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, microkernel, conv, attention, silu);
 criterion_main!(benches);

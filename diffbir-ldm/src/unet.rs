@@ -10,12 +10,13 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, silu};
+use burn::tensor::activation::gelu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::{AttentionModuleOptions, AvgPoolOptions};
 use burn::tensor::{DType, Device, Int, Tensor};
 use diffbir_core::kernels::Conv2d;
 use diffbir_core::kernels::attention;
+use diffbir_core::kernels::silu;
 use diffbir_core::{KeyMap, KeyRule, Precision, Result, cast_module};
 use serde::{Deserialize, Serialize};
 

@@ -8,11 +8,11 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{GroupNorm, GroupNormConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::ops::{AttentionModuleOptions, PadMode};
 use burn::tensor::{Device, Tensor};
 use diffbir_core::kernels::Conv2d;
 use diffbir_core::kernels::attention;
+use diffbir_core::kernels::silu;
 use diffbir_core::weights::ParamCount;
 use diffbir_core::{Error, KeyMap, NoiseSource, Result};
 

@@ -24,9 +24,9 @@
 //! empty for SD) are not part of the tiled network.
 
 use burn::nn::GroupNorm;
-use burn::tensor::activation::silu;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{DType, Device, Tensor, TensorData};
+use diffbir_core::kernels::silu;
 
 use crate::vae::{AttnBlock, AutoencoderKl, Decoder, DiagonalGaussian, Encoder, Mid, ResnetBlock};
 use diffbir_core::resize::upsample_nearest2x;

@@ -13,6 +13,8 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::activation::exp_avx512;
 use super::gemm::{Gemm, MatB, PackB};
 use super::microkernel::Isa;
 
@@ -156,36 +158,12 @@ fn softmax_numerator(isa: Isa, row: &mut [f32], scale: f32) -> f32 {
     sum
 }
 
-/// `exp(x·scale − max)` over `row`, 16 lanes at a time (Cephes' `expf`: range reduction by
-/// ln 2 in two parts, a degree-6 polynomial, and the power of two applied with `scalef`;
-/// about 1 ulp), returning the sum.
+/// `exp(x·scale − max)` over `row`, 16 lanes at a time ([`exp_avx512`]), returning the sum.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn exp_row_avx512(row: &mut [f32], scale: f32, max: f32) -> f32 {
-    let exp = |x: __m512| {
-        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.336_55));
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-        );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            0.166_666_65,
-            0.5,
-        ] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-        }
-        let y = _mm512_fmadd_ps(
-            p,
-            _mm512_mul_ps(r, r),
-            _mm512_add_ps(r, _mm512_set1_ps(1.0)),
-        );
-        _mm512_scalef_ps(y, n)
-    };
+    // SAFETY (both uses): this function runs only on AVX-512F CPUs.
+    let exp = |x: __m512| unsafe { exp_avx512(x) };
     let (vscale, vmax) = (_mm512_set1_ps(scale), _mm512_set1_ps(max));
     let mut acc = _mm512_setzero_ps();
     let mut chunks = row.chunks_exact_mut(16);

@@ -10,6 +10,7 @@ use burn::backend::{BackendTensor, DispatchAutodiffContext, DispatchTensor, Disp
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Bytes, DType, Shape, Tensor};
 
+use super::activation::silu_in_place;
 use super::attention::{Strided, attention as attention_kernel};
 use super::conv::{ConvGeometry, conv2d as conv2d_kernel};
 use super::microkernel::Isa;
@@ -179,4 +180,26 @@ pub(super) fn attention(
     let mut out = vec![0f32; batch * heads * lq * dv];
     attention_kernel(isa, qv, kv, vv, scale, &mut out);
     Ok(wrap(out, [batch, heads, lq, dv]))
+}
+
+/// SiLU on the kernel (in place when `x` owns its buffer), or `x` back.
+pub(super) fn silu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    let Some(isa) = Isa::detect() else {
+        return Err(x);
+    };
+    let mut x = contiguous(flex_f32(x)?);
+    let shape = x.layout().shape().clone();
+    if let Some(buffer) = x.try_storage_mut::<f32>()
+        && buffer.len() == shape.num_elements()
+    {
+        silu_in_place(isa, buffer);
+        return Ok(from_flex(x));
+    }
+    let mut out = x.as_slice::<f32>().expect("contiguous").to_vec();
+    silu_in_place(isa, &mut out);
+    Ok(from_flex(FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(shape),
+        DType::F32,
+    )))
 }

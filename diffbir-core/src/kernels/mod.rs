@@ -8,7 +8,9 @@
 //! - [`conv2d`]: an implicit-GEMM convolution on NCHW data ([`conv`]) over register-blocked
 //!   AVX-512 / AVX2 micro-kernels chosen at run time ([`microkernel`], [`gemm`]);
 //! - [`attention`]: scaled dot-product attention on the same GEMM with a vectorised softmax
-//!   ([`attention`](mod@attention)).
+//!   ([`attention`](mod@attention));
+//! - [`silu`]: SiLU with a vectorised `exp`, in place when the tensor is not shared
+//!   ([`activation`]).
 //!
 //! Anything else (masks, biases or other options of attention, another backend such as wgpu or CUDA, a tensor tracked by autodiff, another
 //! dtype, grouped convolutions, a CPU without AVX2 + FMA) goes to burn's own operation, so a
@@ -16,6 +18,7 @@
 //! does so. `DIFFBIR_KERNELS=off` turns the kernels off (and `=avx2` picks the AVX2 ones on an
 //! AVX-512 CPU), for comparisons.
 
+pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod gemm;
@@ -83,6 +86,20 @@ pub fn attention(
     #[cfg(not(feature = "flex"))]
     let _ = plain;
     burn::tensor::module::attention(q, k, v, mask, bias, options)
+}
+
+/// `burn::tensor::activation::silu`, on this module's kernel where it applies.
+///
+/// # Shapes
+///
+/// - `x` and the output: any shape
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    let x = match flex::silu(x) {
+        Ok(out) => return out,
+        Err(x) => x,
+    };
+    burn::tensor::activation::silu(x)
 }
 
 #[cfg(feature = "flex")]

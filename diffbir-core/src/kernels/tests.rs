@@ -391,3 +391,63 @@ fn attention_with_a_mask_takes_burns_path() {
     let burn = burn::tensor::module::attention(q, k, v, None, None, options);
     ours.into_data().assert_eq(&burn.into_data(), true);
 }
+
+#[test]
+fn silu_matches_burn_and_leaves_shared_buffers_alone() {
+    let device = Device::flex();
+    for (i, len) in [1usize, 15, 17, 100_003, 3 * (1 << 16) + 5]
+        .into_iter()
+        .enumerate()
+    {
+        let mut data = random(len, 400 + i as u64);
+        data[0] = -100.0;
+        if len > 2 {
+            data[1] = 100.0;
+            data[2] = 0.0;
+        }
+        let x = Tensor::<1>::from_data(TensorData::new(data.clone(), [len]), &device) * 8.0;
+        let kept = x.clone();
+        let ours = super::silu(x.clone());
+        let burn = burn::tensor::activation::silu(x);
+        let want: Vec<f64> = burn
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        assert_close(
+            &ours.into_data().try_to_vec::<f32>().unwrap(),
+            &want,
+            &format!("silu {len}"),
+        );
+        // The clone still holds the input.
+        let kept: Vec<f32> = kept.into_data().try_to_vec::<f32>().unwrap();
+        assert!(
+            kept.iter().zip(&data).all(|(k, d)| *k == d * 8.0),
+            "silu changed a shared buffer"
+        );
+        // An unshared tensor is computed in place, with the same values.
+        let owned = Tensor::<1>::from_data(TensorData::new(data.clone(), [len]), &device);
+        let again = super::silu(owned).into_data().try_to_vec::<f32>().unwrap();
+        let want: Vec<f64> = data
+            .iter()
+            .map(|&x| x as f64 / (1.0 + (-x as f64).exp()))
+            .collect();
+        assert_close(&again, &want, &format!("silu in place {len}"));
+    }
+    // A strided view.
+    let x = tensor(random(2 * 3 * 5 * 7, 9), [2, 3, 5, 7], &device).swap_dims(1, 3);
+    let want: Vec<f64> = burn::tensor::activation::silu(x.clone())
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    assert_close(
+        &super::silu(x).into_data().try_to_vec::<f32>().unwrap(),
+        &want,
+        "strided silu",
+    );
+}

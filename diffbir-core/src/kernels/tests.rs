@@ -202,6 +202,13 @@ fn conv_kernel_matches_the_plain_convolution() {
     }
 }
 
+/// `ours` equals `burn`'s result within `assert_close`'s tolerance.
+fn assert_same<const D: usize>(ours: Tensor<D>, burn: Tensor<D>, what: &str) {
+    let values = |t: Tensor<D>| t.into_data().try_to_vec::<f32>().unwrap();
+    let want: Vec<f64> = values(burn).into_iter().map(f64::from).collect();
+    assert_close(&values(ours), &want, what);
+}
+
 fn tensor(data: Vec<f32>, shape: [usize; 4], device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(data, shape), device)
 }
@@ -230,18 +237,7 @@ fn conv2d_matches_burn_on_flex_and_falls_back_elsewhere() {
         let burn =
             burn::tensor::module::conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone());
         assert_eq!(ours.dims(), burn.dims(), "case {i}");
-        let want: Vec<f64> = burn
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        assert_close(
-            &ours.into_data().try_to_vec::<f32>().unwrap(),
-            &want,
-            &format!("case {i}"),
-        );
+        assert_same(ours, burn, &format!("case {i}"));
         // f16 operands go to burn's operation.
         let half = super::conv2d(
             x.clone().cast(DType::F16),
@@ -288,19 +284,7 @@ fn the_module_keeps_burns_parameter_paths() {
     theirs.visit(&mut Paths(&mut theirs_paths, Vec::new()));
     assert_eq!(paths, theirs_paths);
     let x = tensor(random(3 * 6 * 6, 3), [1, 3, 6, 6], &device);
-    let want: Vec<f64> = theirs
-        .forward(x.clone())
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect();
-    assert_close(
-        &ours.forward(x).into_data().try_to_vec::<f32>().unwrap(),
-        &want,
-        "module",
-    );
+    assert_same(ours.forward(x.clone()), theirs.forward(x), "module");
 }
 
 /// Collects parameter paths.
@@ -360,18 +344,7 @@ fn attention_matches_burn_on_odd_and_strided_shapes() {
                 options,
             );
             assert_eq!(ours.dims(), [b, h, lq, dv]);
-            let want: Vec<f64> = burn
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap()
-                .into_iter()
-                .map(f64::from)
-                .collect();
-            assert_close(
-                &ours.into_data().try_to_vec::<f32>().unwrap(),
-                &want,
-                &format!("attention case {i} scale {scale:?}"),
-            );
+            assert_same(ours, burn, &format!("attention case {i} scale {scale:?}"));
         }
     }
 }
@@ -409,18 +382,7 @@ fn silu_matches_burn_and_leaves_shared_buffers_alone() {
         let kept = x.clone();
         let ours = super::silu(x.clone());
         let burn = burn::tensor::activation::silu(x);
-        let want: Vec<f64> = burn
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        assert_close(
-            &ours.into_data().try_to_vec::<f32>().unwrap(),
-            &want,
-            &format!("silu {len}"),
-        );
+        assert_same(ours, burn, &format!("silu {len}"));
         // The clone still holds the input.
         let kept: Vec<f32> = kept.into_data().try_to_vec::<f32>().unwrap();
         assert!(
@@ -438,16 +400,9 @@ fn silu_matches_burn_and_leaves_shared_buffers_alone() {
     }
     // A strided view.
     let x = tensor(random(2 * 3 * 5 * 7, 9), [2, 3, 5, 7], &device).swap_dims(1, 3);
-    let want: Vec<f64> = burn::tensor::activation::silu(x.clone())
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect();
-    assert_close(
-        &super::silu(x).into_data().try_to_vec::<f32>().unwrap(),
-        &want,
+    assert_same(
+        super::silu(x.clone()),
+        burn::tensor::activation::silu(x),
         "strided silu",
     );
 }

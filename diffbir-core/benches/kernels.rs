@@ -1,11 +1,12 @@
-//! The CPU kernels (`diffbir_core::kernels`) against burn's operations, on the convolution
-//! and attention shapes of the UNet, the VAE and stage 1, SiLU on the VAE's largest
-//! activation, and the micro-kernel alone.
+//! The CPU kernels (`diffbir_core::kernels`) against burn's operations, on the convolution,
+//! linear and attention shapes of the UNet, the VAE and stage 1, SiLU on the VAE's largest
+//! activation, and the micro-kernels alone; convolutions and linear layers also in bf16 where
+//! the CPU has AVX-512 BF16 (`kernels-bf16`).
 //! Throughput is in floating-point operations (2 per multiply-add), so criterion reports
 //! FLOP/s. `cargo bench -p diffbir-core --bench kernels`.
 
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{DType, Device, Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use diffbir_core::kernels;
 
@@ -21,6 +22,11 @@ static SHAPES: &[(&str, usize, usize, usize, usize, usize)] = &[
     ("swinir-180", 1, 180, 180, 64, 3),
     ("rrdb-64", 1, 64, 32, 128, 3),
 ];
+
+/// Whether this CPU runs the bf16 kernels.
+fn has_bf16() -> bool {
+    kernels::microkernel::Isa::detect().is_some_and(|isa| isa.has_bf16())
+}
 
 fn conv(c: &mut Criterion) {
     let device = Device::flex();
@@ -44,14 +50,70 @@ fn conv(c: &mut Criterion) {
                     .into_data()
             })
         });
+        if has_bf16() {
+            let (x, w, b) = (
+                x.cast(DType::BF16),
+                w.cast(DType::BF16),
+                b.cast(DType::BF16),
+            );
+            group.bench_function(BenchmarkId::new("kernels-bf16", name), |bench| {
+                bench.iter(|| {
+                    kernels::conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone())
+                        .into_data()
+                })
+            });
+        }
     }
     group.finish();
 }
 
-/// One thread running the micro-kernel on a tile whose operands stay in L1: the kernel's
+/// (name, tokens, d_input, d_output): the UNet's projections at a 64×64 latent (batch 2), its
+/// GEGLU, the keys from the text context, and the text encoder's MLP.
+static LINEAR: &[(&str, usize, usize, usize)] = &[
+    ("unet-proj-320", 8192, 320, 320),
+    ("unet-geglu-320", 8192, 320, 2560),
+    ("unet-ff-out-320", 8192, 1280, 320),
+    ("unet-proj-1280", 512, 1280, 1280),
+    ("unet-context-k", 154, 1024, 320),
+    ("clip-mlp", 154, 1024, 4096),
+];
+
+fn linear(c: &mut Criterion) {
+    let device = Device::flex();
+    let mut group = c.benchmark_group("linear");
+    group.sample_size(10);
+    for &(name, tokens, d_in, d_out) in LINEAR {
+        let x = Tensor::<2>::random([tokens, d_in], Distribution::Default, &device);
+        // Stored `[d_output, d_input]` and transposed, as checkpoints load.
+        let w = Tensor::<2>::random([d_out, d_in], Distribution::Default, &device).transpose();
+        let b = Tensor::<1>::random([d_out], Distribution::Default, &device);
+        group.throughput(Throughput::Elements((2 * tokens * d_in * d_out) as u64));
+        group.bench_function(BenchmarkId::new("kernels", name), |bench| {
+            bench.iter(|| kernels::linear(x.clone(), w.clone(), Some(b.clone())).into_data())
+        });
+        group.bench_function(BenchmarkId::new("burn", name), |bench| {
+            bench.iter(|| {
+                burn::tensor::module::linear(x.clone(), w.clone(), Some(b.clone())).into_data()
+            })
+        });
+        if has_bf16() {
+            let (x, w, b) = (
+                x.cast(DType::BF16),
+                w.cast(DType::BF16),
+                b.cast(DType::BF16),
+            );
+            group.bench_function(BenchmarkId::new("kernels-bf16", name), |bench| {
+                bench.iter(|| kernels::linear(x.clone(), w.clone(), Some(b.clone())).into_data())
+            });
+        }
+    }
+    group.finish();
+}
+
+/// One thread running the micro-kernels on a tile whose operands stay in L1: the kernels'
 /// ceiling on this CPU.
 fn microkernel(c: &mut Criterion) {
-    use kernels::microkernel::{APanel, CTile, Isa, tile};
+    use kernels::microkernel::{APanel, CTile, Isa, TileBias, bf16, tile, tile_bf16};
     let Some(isa) = Isa::detect() else { return };
     let (mr, nr, k) = (isa.mr(), isa.nr(), 192);
     let a = vec![0.5f32; mr * k];
@@ -72,7 +134,7 @@ fn microkernel(c: &mut Criterion) {
                     rows: mr,
                     cols: nr,
                     accumulate: true,
-                    row_bias: std::ptr::null(),
+                    bias: TileBias::None,
                 };
                 let a_panel = APanel {
                     ptr: a.as_ptr(),
@@ -87,6 +149,34 @@ fn microkernel(c: &mut Criterion) {
             }
         })
     });
+    if isa.has_bf16() {
+        let a = vec![bf16::from_f32(0.5); mr * k];
+        let b = vec![bf16::from_f32(0.25); nr * k * panels];
+        group.bench_function(format!("{isa:?}-bf16/{mr}x{nr}x{k}x1000"), |bench| {
+            bench.iter(|| {
+                for _ in 0..1000 {
+                    let c_tile = CTile {
+                        ptr: out.as_mut_ptr(),
+                        ldc: nr,
+                        rows: mr,
+                        cols: nr,
+                        accumulate: true,
+                        bias: TileBias::None,
+                    };
+                    let a_panel = APanel {
+                        ptr: a.as_ptr(),
+                        row_stride: k,
+                        k_stride: 1,
+                    };
+                    // SAFETY: detected ISA with bf16; the buffers hold the tile's operands.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        tile_bf16(isa, k, a_panel, b.as_ptr(), c_tile)
+                    };
+                }
+            })
+        });
+    }
     group.finish();
 }
 
@@ -148,5 +238,5 @@ fn silu(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, microkernel, conv, attention, silu);
+criterion_group!(benches, microkernel, conv, linear, attention, silu);
 criterion_main!(benches);

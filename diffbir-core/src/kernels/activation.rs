@@ -10,7 +10,7 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use super::microkernel::Isa;
+use super::microkernel::{Isa, bf16};
 
 /// Elements per parallel work item.
 const CHUNK: usize = 1 << 16;
@@ -27,6 +27,17 @@ pub fn silu_in_place(isa: Isa, xs: &mut [f32]) {
         let _ = isa;
         for x in chunk {
             *x /= 1.0 + (-*x).exp();
+        }
+    });
+}
+
+/// [`silu_in_place`] on bf16 elements, computed in f32.
+pub fn silu_bf16_in_place(isa: Isa, xs: &mut [bf16]) {
+    xs.par_chunks_mut(CHUNK).for_each(|chunk| {
+        let mut wide: Vec<f32> = chunk.iter().map(|x| x.to_f32()).collect();
+        silu_in_place(isa, &mut wide);
+        for (x, &w) in chunk.iter_mut().zip(&wide) {
+            *x = bf16::from_f32(w);
         }
     });
 }

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::activation::exp_avx512;
-use super::gemm::{Gemm, MatB, PackB};
+use super::gemm::{Bias, Gemm, MatB, TransposedB};
 use super::microkernel::Isa;
 
 /// Queries per block.
@@ -38,33 +38,6 @@ pub struct Strided<'a> {
 impl Strided<'_> {
     fn start(&self, b: usize, h: usize) -> usize {
         self.offset + b * self.strides[0] + h * self.strides[1]
-    }
-}
-
-/// `Kᵀ` (`dim × keys`) of one (batch, head), packed from the rows of `K`.
-struct Transposed<'a> {
-    data: &'a [f32],
-    row_stride: usize,
-}
-
-impl PackB for Transposed<'_> {
-    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]) {
-        for (q, panel) in out.chunks_exact_mut(kc * nr).enumerate() {
-            let col = n0 + q * nr;
-            let width = nr.min(n0 + nc - col);
-            for j in 0..nr {
-                if j < width {
-                    let key = &self.data[(col + j) * self.row_stride + k0..][..kc];
-                    for (p, &v) in key.iter().enumerate() {
-                        panel[p * nr + j] = v;
-                    }
-                } else {
-                    for p in 0..kc {
-                        panel[p * nr + j] = 0.0;
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -98,13 +71,13 @@ pub fn attention(isa: Isa, q: Strided, k: Strided, v: Strided, scale: f32, out: 
                     k: d,
                     a: &q.data[first..],
                     lda: q.strides[2],
-                    bias: None,
+                    bias: Bias::None,
                 }
                 .run(
                     isa,
-                    &Transposed {
+                    &TransposedB {
                         data: &k.data[ks..],
-                        row_stride: k.strides[2],
+                        ld: k.strides[2],
                     },
                     scores,
                     lk,
@@ -119,7 +92,7 @@ pub fn attention(isa: Isa, q: Strided, k: Strided, v: Strided, scale: f32, out: 
                     k: lk,
                     a: scores,
                     lda: lk,
-                    bias: None,
+                    bias: Bias::None,
                 }
                 .run(
                     isa,

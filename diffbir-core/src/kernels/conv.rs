@@ -6,7 +6,7 @@
 //! built: [`Im2col`] packs each block of it straight from the input, copying runs of
 //! consecutive pixels of an output row (a 1×1 convolution is thus a plain GEMM on the image).
 
-use super::gemm::{Gemm, PackB};
+use super::gemm::{Bias, Element, Gemm, PackB};
 use super::microkernel::{Isa, MAX_NR};
 
 /// The geometry of one convolution.
@@ -60,15 +60,16 @@ impl ConvGeometry {
 
 /// One input image (`cin × h × w`, contiguous) seen as the `K × N` im2col matrix.
 #[derive(Debug, Clone, Copy)]
-pub struct Im2col<'a> {
+pub struct Im2col<'a, T> {
     /// The image.
-    pub x: &'a [f32],
+    pub x: &'a [T],
     /// The convolution.
     pub geometry: ConvGeometry,
 }
 
-impl PackB for Im2col<'_> {
-    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [f32]) {
+impl<T: Element> PackB<T> for Im2col<'_, T> {
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, out: &mut [T]) {
+        let zero = T::default();
         let g = &self.geometry;
         let [h, w] = g.input;
         let [kh, kw] = g.kernel;
@@ -97,7 +98,7 @@ impl PackB for Im2col<'_> {
                     // Input row of this run; a row in the padding contributes zeros.
                     let iy = (oy * g.stride[0] + ty * g.dilation[0]).checked_sub(g.pad_before[0]);
                     let Some(iy) = iy.filter(|&iy| iy < h) else {
-                        dst.fill(0.0);
+                        dst.fill(zero);
                         continue;
                     };
                     let row = &plane[iy * w..(iy + 1) * w];
@@ -112,12 +113,12 @@ impl PackB for Im2col<'_> {
                         // (The fills are guarded: most runs have none, and an empty `fill`
                         // still costs a `memset` call.)
                         if lo > 0 {
-                            dst[..lo].fill(0.0);
+                            dst[..lo].fill(zero);
                         }
                         let start = (x0 + lo as isize) as usize;
                         copy(&mut dst[lo..hi], &row[start..start + (hi - lo)]);
                         if hi < len {
-                            dst[hi..].fill(0.0);
+                            dst[hi..].fill(zero);
                         }
                     } else {
                         for (t, v) in dst.iter_mut().enumerate() {
@@ -125,13 +126,13 @@ impl PackB for Im2col<'_> {
                             *v = if (0..w as isize).contains(&ix) {
                                 row[ix as usize]
                             } else {
-                                0.0
+                                zero
                             };
                         }
                     }
                 }
                 if width < nr {
-                    dst[width..].fill(0.0);
+                    dst[width..].fill(zero);
                 }
                 tx += 1;
                 if tx == kw {
@@ -147,15 +148,15 @@ impl PackB for Im2col<'_> {
     }
 }
 
-/// `dst.copy_from_slice(src)` for the short runs of packing, in 16-float blocks the compiler
-/// turns into vector moves (a `memcpy` call per run costs more than the copy).
+/// `dst.copy_from_slice(src)` for the short runs of packing, in 16-element blocks the
+/// compiler turns into vector moves (a `memcpy` call per run costs more than the copy).
 #[inline(always)]
-fn copy(dst: &mut [f32], src: &[f32]) {
+fn copy<T: Copy>(dst: &mut [T], src: &[T]) {
     let mut d = dst.chunks_exact_mut(16);
     let mut s = src.chunks_exact(16);
     for (d, s) in d.by_ref().zip(s.by_ref()) {
-        let d: &mut [f32; 16] = d.try_into().expect("16 floats");
-        *d = *<&[f32; 16]>::try_from(s).expect("16 floats");
+        let d: &mut [T; 16] = d.try_into().expect("16 elements");
+        *d = *<&[T; 16]>::try_from(s).expect("16 elements");
     }
     for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
         *d = *s;
@@ -167,14 +168,15 @@ fn copy(dst: &mut [f32], src: &[f32]) {
 ///
 /// # Panics
 ///
-/// When a buffer does not match its shape (a bug of the caller).
-pub fn conv2d(
+/// When a buffer does not match its shape, or `T`'s micro-kernel does not run on `isa` (bugs of
+/// the caller).
+pub fn conv2d<T: Element>(
     isa: Isa,
     g: &ConvGeometry,
-    x: &[f32],
-    weight: &[f32],
+    x: &[T],
+    weight: &[T],
     bias: Option<&[f32]>,
-    out: &mut [f32],
+    out: &mut [T],
 ) {
     let cout = if g.k() == 0 { 0 } else { weight.len() / g.k() };
     let in_len = g.cin * g.input[0] * g.input[1];
@@ -194,7 +196,7 @@ pub fn conv2d(
         k: g.k(),
         a: weight,
         lda: g.k(),
-        bias,
+        bias: bias.map_or(Bias::None, Bias::Rows),
     };
     for (x, out) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)) {
         gemm.run(isa, &Im2col { x, geometry: *g }, out, g.n());

@@ -7,25 +7,31 @@
 //!
 //! - [`conv2d`]: an implicit-GEMM convolution on NCHW data ([`conv`]) over register-blocked
 //!   AVX-512 / AVX2 micro-kernels chosen at run time ([`microkernel`], [`gemm`]);
+//! - [`linear`]: a linear layer as one GEMM with a bias per column ([`linear`](mod@linear));
 //! - [`attention`]: scaled dot-product attention on the same GEMM with a vectorised softmax
 //!   ([`attention`](mod@attention));
 //! - [`silu`]: SiLU with a vectorised `exp`, in place when the tensor is not shared
 //!   ([`activation`]).
 //!
-//! Anything else (masks, biases or other options of attention, another backend such as wgpu or CUDA, a tensor tracked by autodiff, another
-//! dtype, grouped convolutions, a CPU without AVX2 + FMA) goes to burn's own operation, so a
-//! model calls these functions unconditionally. [`Conv2d`] is a drop-in for burn's module that
-//! does so. `DIFFBIR_KERNELS=off` turns the kernels off (and `=avx2` picks the AVX2 ones on an
+//! They compute in f32, and in bf16 (f32 accumulation) on CPUs with AVX-512 BF16: a model
+//! cast to bf16 runs its convolutions and linear layers on the bf16 micro-kernel, its attention
+//! and SiLU widened to f32.
+//!
+//! Anything else (masks, biases or other options of attention, another backend such as wgpu or
+//! CUDA, a tensor tracked by autodiff, f16, bf16 without AVX-512 BF16, grouped convolutions, a
+//! CPU without AVX2 + FMA) goes to burn's own operation, so a model calls these functions
+//! unconditionally. [`Conv2d`] and [`Linear`] are drop-ins for burn's modules that do so. `DIFFBIR_KERNELS=off` turns the kernels off (and `=avx2` picks the AVX2 ones on an
 //! AVX-512 CPU), for comparisons.
 
 pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod gemm;
+pub mod linear;
 pub mod microkernel;
 mod module;
 
-pub use module::Conv2d;
+pub use module::{Conv2d, Linear};
 
 use burn::tensor::Tensor;
 use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
@@ -48,6 +54,26 @@ pub fn conv2d(
         Err(operands) => operands,
     };
     burn::tensor::module::conv2d(x, weight, bias, options)
+}
+
+/// `burn::tensor::module::linear` (`x · weight + bias`, the weight `[d_input, d_output]`), on
+/// this module's kernels where they apply.
+///
+/// # Shapes
+///
+/// - `x`: `[..., d_input]`; `weight`: `[d_input, d_output]`; `bias`: `[d_output]`
+/// - output: `[..., d_output]`
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    let (x, weight, bias) = match flex::linear(x, weight, bias) {
+        Ok(out) => return out,
+        Err(operands) => operands,
+    };
+    burn::tensor::module::linear(x, weight, bias)
 }
 
 /// `burn::tensor::module::attention`, on this module's kernels where they apply (no mask, no

@@ -1,4 +1,5 @@
-//! A drop-in for burn's `Conv2d` module whose forward pass runs on [`super::conv2d`].
+//! Drop-ins for burn's `Conv2d` and `Linear` modules whose forward passes run on
+//! [`super::conv2d`] and [`super::linear`].
 
 use burn::module::{Content, DisplaySettings, Module, ModuleDisplay, Param};
 use burn::nn::PaddingConfig2d;
@@ -102,6 +103,60 @@ impl Conv2d {
             self.weight.val(),
             self.bias.as_ref().map(|bias| bias.val()),
             options,
+        )
+    }
+}
+
+/// burn's `nn::Linear` with the same fields (so checkpoints load by the same paths), computing
+/// on this crate's CPU kernels where they apply. Build it from burn's module:
+/// `Linear::from(LinearConfig::new(..).init(&device))`.
+#[derive(Module, Debug)]
+#[module(custom_display)]
+pub struct Linear {
+    /// `[d_input, d_output]`.
+    pub weight: Param<Tensor<2>>,
+    /// `[d_output]`.
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl From<burn::nn::Linear> for Linear {
+    fn from(linear: burn::nn::Linear) -> Self {
+        Self {
+            weight: linear.weight,
+            bias: linear.bias,
+        }
+    }
+}
+
+impl ModuleDisplay for Linear {
+    fn custom_settings(&self) -> Option<DisplaySettings> {
+        DisplaySettings::new()
+            .with_new_line_after_attribute(false)
+            .optional()
+    }
+
+    fn custom_content(&self, content: Content) -> Option<Content> {
+        let [d_input, d_output] = self.weight.dims();
+        content
+            .add("d_input", &d_input)
+            .add("d_output", &d_output)
+            .add("bias", &self.bias.is_some())
+            .optional()
+    }
+}
+
+impl Linear {
+    /// Applies the layer.
+    ///
+    /// # Shapes
+    ///
+    /// - input: `[..., d_input]`
+    /// - output: `[..., d_output]`
+    pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        super::linear(
+            input,
+            self.weight.val(),
+            self.bias.as_ref().map(|bias| bias.val()),
         )
     }
 }

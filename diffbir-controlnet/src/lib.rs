@@ -11,10 +11,10 @@
 use std::collections::BTreeMap;
 
 use burn::module::{Module, Param};
-use burn::nn::{Linear, PaddingConfig2d, conv::Conv2dConfig};
+use burn::nn::{PaddingConfig2d, conv::Conv2dConfig};
 use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::{Device, Tensor};
-use diffbir_core::kernels::Conv2d;
+use diffbir_core::kernels::{Conv2d, Linear};
 use diffbir_core::tiling::TileBox;
 use diffbir_core::{Error, KeyMap, Precision, Result, cast_module};
 use diffbir_ldm::unet::{

@@ -9,14 +9,14 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, LinearConfig};
 use burn::tensor::activation::gelu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::{AttentionModuleOptions, AvgPoolOptions};
 use burn::tensor::{DType, Device, Int, Tensor};
-use diffbir_core::kernels::Conv2d;
 use diffbir_core::kernels::attention;
 use diffbir_core::kernels::silu;
+use diffbir_core::kernels::{Conv2d, Linear};
 use diffbir_core::{KeyMap, KeyRule, Precision, Result, cast_module};
 use serde::{Deserialize, Serialize};
 
@@ -167,7 +167,8 @@ impl UnetConfig {
                     cout
                 },
             )
-            .init(device),
+            .init(device)
+            .into(),
             out_norm: group_norm32(cout, device),
             out_conv: conv(cout, cout, 3, 1, 1, device),
             skip_connection: (cin != cout).then(|| conv(cin, cout, 1, 1, 0, device)),
@@ -188,7 +189,7 @@ impl UnetConfig {
         let linear = self.use_linear_in_transformer;
         let proj = |cin: usize, cout: usize| {
             if linear {
-                Projection::Linear(LinearConfig::new(cin, cout).init(device))
+                Projection::Linear(LinearConfig::new(cin, cout).init(device).into())
             } else {
                 Projection::Conv(conv(cin, cout, 1, 1, 0, device))
             }
@@ -196,14 +197,17 @@ impl UnetConfig {
         let attn = |kv_dim: usize| CrossAttention {
             to_q: LinearConfig::new(inner, inner)
                 .with_bias(false)
-                .init(device),
+                .init(device)
+                .into(),
             to_k: LinearConfig::new(kv_dim, inner)
                 .with_bias(false)
-                .init(device),
+                .init(device)
+                .into(),
             to_v: LinearConfig::new(kv_dim, inner)
                 .with_bias(false)
-                .init(device),
-            to_out: vec![LinearConfig::new(inner, inner).init(device)],
+                .init(device)
+                .into(),
+            to_out: vec![LinearConfig::new(inner, inner).init(device).into()],
             heads,
         };
         SpatialTransformer {
@@ -213,8 +217,8 @@ impl UnetConfig {
                 .map(|_| BasicTransformerBlock {
                     attn1: attn(if disable_self_attn { ctx } else { inner }),
                     ff: FeedForward {
-                        geglu: LinearConfig::new(inner, 8 * inner).init(device),
-                        out: LinearConfig::new(4 * inner, inner).init(device),
+                        geglu: LinearConfig::new(inner, 8 * inner).init(device).into(),
+                        out: LinearConfig::new(4 * inner, inner).init(device).into(),
                     },
                     attn2: attn(ctx),
                     norm1: LayerNormConfig::new(inner).init(device),
@@ -257,9 +261,9 @@ impl UnetConfig {
     pub fn time_embed(&self, device: &Device) -> Vec<Option<Linear>> {
         let (c, e) = (self.model_channels, self.time_embed_dim());
         vec![
-            Some(LinearConfig::new(c, e).init(device)),
+            Some(LinearConfig::new(c, e).init(device).into()),
             None,
-            Some(LinearConfig::new(e, e).init(device)),
+            Some(LinearConfig::new(e, e).init(device).into()),
         ]
     }
 

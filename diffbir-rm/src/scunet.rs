@@ -6,12 +6,12 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{ConvTranspose2d, ConvTranspose2dConfig};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, LinearConfig};
 use burn::tensor::activation::{gelu, relu};
 use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, PadMode};
 use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
-use diffbir_core::kernels::Conv2d;
+use diffbir_core::kernels::{Conv2d, Linear};
 use diffbir_core::weights::ParamCount;
 use diffbir_core::{Error, KeyMap, Result};
 
@@ -172,22 +172,22 @@ impl ScuNetConfig {
             trans_block: TransBlock {
                 ln1: LayerNormConfig::new(half).init(device),
                 msa: Wmsa {
-                    embedding_layer: LinearConfig::new(half, 3 * half).init(device),
+                    embedding_layer: LinearConfig::new(half, 3 * half).init(device).into(),
                     relative_position_params: Param::from_tensor(Tensor::random(
                         [heads, span, span],
                         Distribution::Normal(0.0, 0.02),
                         device,
                     )),
-                    linear: LinearConfig::new(half, half).init(device),
+                    linear: LinearConfig::new(half, half).init(device).into(),
                     head_dim: self.head_dim,
                     window_size: self.window_size,
                     shifted,
                 },
                 ln2: LayerNormConfig::new(half).init(device),
                 mlp: vec![
-                    Some(LinearConfig::new(half, 4 * half).init(device)),
+                    Some(LinearConfig::new(half, 4 * half).init(device).into()),
                     None,
-                    Some(LinearConfig::new(4 * half, half).init(device)),
+                    Some(LinearConfig::new(4 * half, half).init(device).into()),
                 ],
             },
             conv1_1: conv(2 * half, 2 * half, 1, 1, 0, true, device),

@@ -9,12 +9,12 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, LinearConfig};
 use burn::tensor::activation::{gelu, leaky_relu};
 use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, PadMode};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use diffbir_core::kernels::Conv2d;
+use diffbir_core::kernels::{Conv2d, Linear};
 use diffbir_core::weights::ParamCount;
 use diffbir_core::{Error, KeyMap, Result};
 use serde::{Deserialize, Serialize};
@@ -416,15 +416,16 @@ impl SwinIrConfig {
                 )),
                 qkv: LinearConfig::new(dim, 3 * dim)
                     .with_bias(self.qkv_bias)
-                    .init(device),
-                proj: LinearConfig::new(dim, dim).init(device),
+                    .init(device)
+                    .into(),
+                proj: LinearConfig::new(dim, dim).init(device).into(),
                 num_heads: heads,
                 scale: self.qk_scale.unwrap_or((head_dim as f64).powf(-0.5)),
             },
             norm2: LayerNormConfig::new(dim).init(device),
             mlp: Mlp {
-                fc1: LinearConfig::new(dim, hidden).init(device),
-                fc2: LinearConfig::new(hidden, dim).init(device),
+                fc1: LinearConfig::new(dim, hidden).init(device).into(),
+                fc2: LinearConfig::new(hidden, dim).init(device).into(),
             },
             window_size: window,
             shift_size: shift,

@@ -3,13 +3,11 @@
 //! and `transformer.py`).
 
 use burn::module::{Module, Param};
-use burn::nn::{
-    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, LinearConfig};
 use burn::tensor::activation::gelu;
-use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
+use diffbir_core::kernels::{Linear, attention, linear};
 
 use super::config::{ClipLayer, ClipTextConfig};
 use super::tokenizer::ClipTokenizer;
@@ -155,13 +153,17 @@ impl ClipTextEncoder {
                         device,
                     ),
                     in_proj_bias: Initializer::Zeros.init([3 * width], device),
-                    out_proj: LinearConfig::new(width, width).init(device),
+                    out_proj: LinearConfig::new(width, width).init(device).into(),
                     num_heads: config.heads,
                 },
                 ln_2: ln(),
                 mlp: Mlp {
-                    c_fc: LinearConfig::new(width, config.mlp_width()).init(device),
-                    c_proj: LinearConfig::new(config.mlp_width(), width).init(device),
+                    c_fc: LinearConfig::new(width, config.mlp_width())
+                        .init(device)
+                        .into(),
+                    c_proj: LinearConfig::new(config.mlp_width(), width)
+                        .init(device)
+                        .into(),
                 },
             })
             .collect();

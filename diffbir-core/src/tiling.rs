@@ -2,7 +2,7 @@
 //! evaluation that DiffBIR uses for stage 1 (`--cleaner_tiled`) and for the diffusion model
 //! (`--cldm_tiled`, mixture of diffusers).
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 
@@ -151,7 +151,9 @@ pub fn tiled_apply(
     );
     // The normaliser depends only on the geometry: accumulate it on the CPU, in tile order.
     let mut count = vec![0f32; out_h * out_w];
+    // The blend accumulates in f32 whatever the tiles' dtype, and returns theirs.
     let mut out: Option<Tensor<4>> = None;
+    let mut dtype = DType::F32;
     for tile in &tiles {
         let x_tile = x.clone().slice([
             0..b,
@@ -167,6 +169,8 @@ pub fn tiled_apply(
             "tiled_apply: the tile function returned {:?}, expected [{b}, C, {weight_size}, {weight_size}]",
             y.dims()
         );
+        dtype = y.dtype();
+        let y = y.cast(DType::F32);
         let o = tile.scaled(spec.scale);
         let acc = out.get_or_insert_with(|| Tensor::zeros([b, yc, out_h, out_w], &device));
         let ranges = [0..b, 0..yc, o.hi..o.hi_end, o.wi..o.wi_end];
@@ -184,7 +188,7 @@ pub fn tiled_apply(
     }
     let out = out.expect("sliding_windows returns at least one tile");
     let count = Tensor::<4>::from_data(TensorData::new(count, [1, 1, out_h, out_w]), &device);
-    Ok(out / count)
+    Ok((out / count).cast(dtype))
 }
 
 #[cfg(test)]
@@ -231,8 +235,19 @@ mod tests {
             scale: TileScale::Up(1),
         };
         let y = tiled_apply(x.clone(), spec, |t, _| t).unwrap();
-        let err: f32 = (y - x).abs().max().into_scalar();
+        let err: f32 = (y - x.clone()).abs().max().into_scalar();
         assert!(err < 1e-6, "{err}");
+        // Half-precision tiles blend in f32 and come back in their dtype.
+        for dtype in [DType::F16, DType::BF16] {
+            let half = x.clone().cast(dtype);
+            let y = tiled_apply(half.clone(), spec, |t, _| t).unwrap();
+            assert_eq!(y.dtype(), dtype);
+            let err: f32 = (y.cast(DType::F32) - half.cast(DType::F32))
+                .abs()
+                .max()
+                .into_scalar();
+            assert!(err < 1e-2, "{dtype:?}: {err}");
+        }
     }
 
     #[test]

@@ -19,6 +19,15 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// Its name on command lines and in reports: `f32`, `f16` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        }
+    }
+
     /// The burn dtype.
     pub fn dtype(self) -> DType {
         match self {

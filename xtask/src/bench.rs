@@ -17,6 +17,7 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result, bail};
 use clap::builder::{PossibleValue, PossibleValuesParser};
+use diffbir_core::Precision;
 use diffbir_core::device::DeviceSpec;
 
 use components::{COMPONENTS, Timing};
@@ -83,6 +84,11 @@ pub struct BenchArgs {
     /// Tiny configurations and inputs, to check the plumbing quickly (times mean nothing).
     #[arg(long)]
     pub tiny: bool,
+    /// Float precision of the inference components on both sides: f32, or bf16 (ours: the
+    /// models cast to bf16; PyTorch: bf16 autocast). The training components run in f32 only
+    /// and are left out of a bf16 run unless named.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    pub precision: String,
     /// Time in this process (no child per component; peak RSS then accumulates).
     #[arg(long)]
     pub in_process: bool,
@@ -161,26 +167,32 @@ fn thread_count(threads: Option<usize>) -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// How the components are timed.
+fn timing(args: &BenchArgs) -> Result<Timing> {
+    Ok(Timing {
+        warmup: args.warmup,
+        runs: args.runs,
+        tiny: args.tiny,
+        precision: args.precision.parse()?,
+    })
+}
+
 /// Times one component here.
 fn measure_here(
     args: &BenchArgs,
+    timing: Timing,
     spec: &DeviceSpec,
     name: &str,
     batch: usize,
     threads: usize,
 ) -> Result<Record> {
     let device = spec.device()?;
-    let timing = Timing {
-        warmup: args.warmup,
-        runs: args.runs,
-        tiny: args.tiny,
-    };
     let m = components::measure(name, batch, &device, timing)?;
     let (min_s, median_s) = record::min_median(&m.times);
     Ok(Record {
         name: name.into(),
         device: device_name(spec),
-        dtype: "f32".into(),
+        dtype: args.precision.clone(),
         batch,
         min_s,
         median_s,
@@ -207,6 +219,7 @@ fn measure_child(args: &BenchArgs, name: &str, batch: usize, threads: usize) -> 
         .args(["--runs", &args.runs.to_string()])
         .args(["--warmup", &args.warmup.to_string()])
         .args(["--threads", &threads.to_string()])
+        .args(["--precision", &args.precision])
         .env("RAYON_NUM_THREADS", threads.to_string())
         .env(CHILD_ENV, "1")
         .stderr(Stdio::inherit());
@@ -235,8 +248,8 @@ impl TorchSide {
         if !args.compare_torch {
             return Ok(Self::None);
         }
-        // The recorded figures are of the official sizes: none for tiny runs.
-        let recorded = if args.tiny {
+        // The recorded figures are of the official sizes in f32: none for other runs.
+        let recorded = if args.tiny || args.precision != "f32" {
             Vec::new()
         } else {
             torch::recorded()?
@@ -257,14 +270,14 @@ impl TorchSide {
 
     /// PyTorch's figure for a component: measured when the script times it (falling back to
     /// the recorded one if it fails), else recorded, else none.
-    fn figure(&self, args: &BenchArgs, name: &str, batch: usize, threads: usize) -> Option<Record> {
+    fn figure(&self, timing: Timing, name: &str, batch: usize, threads: usize) -> Option<Record> {
         match self {
             Self::None => None,
             Self::Recorded(recorded) => torch::recorded_for(recorded, name, batch).cloned(),
             Self::Measured(bench, recorded) => {
                 if bench.supports(name) {
                     eprintln!("timing PyTorch {name} b{batch}");
-                    match bench.measure(name, batch, args.runs, args.warmup, threads, args.tiny) {
+                    match bench.measure(name, batch, timing, threads) {
                         Ok(r) => return Some(r),
                         Err(e) => eprintln!("{e:#}; using the recorded figure if there is one"),
                     }
@@ -311,7 +324,14 @@ impl Printer {
 pub fn main(args: BenchArgs) -> Result<ExitCode> {
     let spec = args.device.parse::<DeviceSpec>()?;
     let threads = thread_count(args.threads);
-    let plan = plan(&args.components, &args.skip, args.batch)?;
+    let timing = timing(&args)?;
+    let mut plan = plan(&args.components, &args.skip, args.batch)?;
+    if timing.precision != Precision::F32 {
+        // Training runs in f32: left out unless named (then `measure` says why it fails).
+        plan.retain(|(name, _)| {
+            !components::TRAINING.contains(name) || args.components.iter().any(|c| c == name)
+        });
+    }
     let torch_side = TorchSide::new(&args)?;
     let printer = Printer {
         json: args.json,
@@ -326,7 +346,7 @@ pub fn main(args: BenchArgs) -> Result<ExitCode> {
             eprintln!("timing {name} b{batch}");
         }
         let ours = if args.in_process {
-            measure_here(&args, &spec, name, batch, threads)
+            measure_here(&args, timing, &spec, name, batch, threads)
         } else {
             measure_child(&args, name, batch, threads)
         };
@@ -338,7 +358,7 @@ pub fn main(args: BenchArgs) -> Result<ExitCode> {
                 continue;
             }
         };
-        let torch = torch_side.figure(&args, name, batch, threads);
+        let torch = torch_side.figure(timing, name, batch, threads);
         printer.print(&ours, torch.as_ref());
         ours_all.push(ours);
         torch_all.extend(torch);

@@ -6,6 +6,7 @@ use anyhow::{Result, bail};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use diffbir::controlnet::{ControlLdm, ControlNetConfig, controlnet_sd21, init_controlnet};
+use diffbir::core::{Precision, cast_module};
 use diffbir::ldm::clip::ClipTextConfig;
 use diffbir::ldm::unet::Control;
 use diffbir::ldm::{UnetConfig, VaeConfig};
@@ -135,7 +136,12 @@ pub struct Timing {
     pub runs: usize,
     /// Shrunken configurations and inputs (plumbing checks only).
     pub tiny: bool,
+    /// Float precision of the inference components (models and inputs cast to it).
+    pub precision: Precision,
 }
+
+/// The components that train (in f32 only).
+pub const TRAINING: &[&str] = &["train-stage1-step", "train-stage2-step"];
 
 /// What one in-process measurement gives.
 #[derive(Debug, Clone)]
@@ -229,13 +235,14 @@ struct Stage2Inputs {
     ctx: Tensor<3>,
 }
 
-fn stage2_inputs(batch: usize, tiny: bool, device: &Device) -> Stage2Inputs {
+fn stage2_inputs(batch: usize, tiny: bool, precision: Precision, device: &Device) -> Stage2Inputs {
     let (side, ctx_dim) = if tiny { (16, 8) } else { (64, 1024) };
+    let dtype = precision.dtype();
     Stage2Inputs {
-        x: latent(batch, side, device),
-        hint: latent(batch, side, device),
+        x: latent(batch, side, device).cast(dtype),
+        hint: latent(batch, side, device).cast(dtype),
         t: Tensor::<1>::full([batch], 500.0, device),
-        ctx: Tensor::<3>::random([batch, 77, ctx_dim], Distribution::Default, device),
+        ctx: Tensor::<3>::random([batch, 77, ctx_dim], Distribution::Default, device).cast(dtype),
     }
 }
 
@@ -279,6 +286,15 @@ pub fn measure(name: &str, batch: usize, device: &Device, timing: Timing) -> Res
         );
     }
     let tiny = timing.tiny;
+    let precision = timing.precision;
+    if precision != Precision::F32 && TRAINING.contains(&name) {
+        bail!("`{name}` trains in f32 only: time it without --precision");
+    }
+    // The model and its float inputs in the timed precision.
+    fn cast<M: Module>(model: M, precision: Precision) -> M {
+        cast_module(model, precision)
+    }
+    let input = |t: Tensor<4>| t.cast(precision.dtype());
     let m = match name {
         "swinir" | "bsrnet" | "scunet" => {
             let (model, side) = match (name, tiny) {
@@ -292,6 +308,7 @@ pub fn measure(name: &str, batch: usize, device: &Device, timing: Timing) -> Res
                 ),
                 (_, true) => (Stage1::ScuNet(ScuNetConfig::tiny().init(device)), 64),
             };
+            let model = cast(model, precision);
             let x = image(batch, side, device);
             time_runs(timing, || {
                 let _ = model.restore(x.clone()).into_data();
@@ -303,7 +320,7 @@ pub fn measure(name: &str, batch: usize, device: &Device, timing: Timing) -> Res
             } else {
                 ClipTextConfig::vit_h14()
             };
-            let clip = config.init(device);
+            let clip = cast(config.init(device), precision);
             let ids: Vec<i64> = (0..batch * 77).map(|i| (i * 37 % 49_000) as i64).collect();
             let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, 77]), device);
             time_runs(timing, || {
@@ -311,32 +328,34 @@ pub fn measure(name: &str, batch: usize, device: &Device, timing: Timing) -> Res
             })
         }
         "vae-encode" => {
-            let vae = vae_config(tiny).init(device);
-            let x = image(batch, if tiny { 64 } else { 512 }, device)
-                .mul_scalar(2.0)
-                .sub_scalar(1.0);
+            let vae = cast(vae_config(tiny).init(device), precision);
+            let x = input(
+                image(batch, if tiny { 64 } else { 512 }, device)
+                    .mul_scalar(2.0)
+                    .sub_scalar(1.0),
+            );
             time_runs(timing, || {
                 let _ = vae.encode(x.clone()).mode().into_data();
             })
         }
         "vae-decode" => {
-            let vae = vae_config(tiny).init(device);
-            let z = latent(batch, if tiny { 8 } else { 64 }, device);
+            let vae = cast(vae_config(tiny).init(device), precision);
+            let z = input(latent(batch, if tiny { 8 } else { 64 }, device));
             time_runs(timing, || {
                 let _ = vae.decode(z.clone()).into_data();
             })
         }
         "vae-decode-tiled" => {
-            let vae = vae_config(tiny).init(device);
+            let vae = cast(vae_config(tiny).init(device), precision);
             let (side, tile) = if tiny { (32, 8) } else { (256, DECODER_TILE) };
-            let z = latent(batch, side, device);
+            let z = input(latent(batch, side, device));
             time_runs(timing, || {
                 let _ = vae.decode_tiled(z.clone(), tile, None).into_data();
             })
         }
         "unet" => {
-            let unet = unet_config(tiny).init(device);
-            let i = stage2_inputs(batch, tiny, device);
+            let unet = cast(unet_config(tiny).init(device), precision);
+            let i = stage2_inputs(batch, tiny, precision, device);
             time_runs(timing, || {
                 let _ = unet
                     .forward(i.x.clone(), i.t.clone(), &i.ctx, Control::None)
@@ -344,8 +363,11 @@ pub fn measure(name: &str, batch: usize, device: &Device, timing: Timing) -> Res
             })
         }
         "controlnet" => {
-            let controlnet = init_controlnet(&controlnet_config(tiny), device)?;
-            let i = stage2_inputs(batch, tiny, device);
+            let controlnet = cast(
+                init_controlnet(&controlnet_config(tiny), device)?,
+                precision,
+            );
+            let i = stage2_inputs(batch, tiny, precision, device);
             time_runs(timing, || {
                 for r in controlnet.forward(i.x.clone(), i.hint.clone(), i.t.clone(), &i.ctx) {
                     let _ = r.into_data();
@@ -353,11 +375,14 @@ pub fn measure(name: &str, batch: usize, device: &Device, timing: Timing) -> Res
             })
         }
         "controlldm-step" => {
-            let cldm = ControlLdm {
-                unet: unet_config(tiny).init(device),
-                controlnet: init_controlnet(&controlnet_config(tiny), device)?,
-            };
-            let i = stage2_inputs(batch, tiny, device);
+            let cldm = cast(
+                ControlLdm {
+                    unet: unet_config(tiny).init(device),
+                    controlnet: init_controlnet(&controlnet_config(tiny), device)?,
+                },
+                precision,
+            );
+            let i = stage2_inputs(batch, tiny, precision, device);
             time_runs(timing, || {
                 let _ = cldm
                     .forward(i.x.clone(), i.t.clone(), &i.ctx, i.hint.clone(), &[1.0; 13])
@@ -384,7 +409,7 @@ pub fn measure(name: &str, batch: usize, device: &Device, timing: Timing) -> Res
         }
         "train-stage2-step" => {
             let unet = unet_config(tiny).init(device);
-            let i = stage2_inputs(batch, tiny, device);
+            let i = stage2_inputs(batch, tiny, precision, device);
             let target = latent(batch, i.x.dims()[2], device);
             let mut optim = AdamW::new(AdamWConfig::new(1e-5).with_weight_decay(0.01));
             let mut controlnet = Some(trainable(init_controlnet(
@@ -458,6 +483,7 @@ mod tests {
             warmup: 0,
             runs: 1,
             tiny: true,
+            precision: Precision::F32,
         };
         for name in [
             "text-encoder",

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+use super::components::Timing;
 use super::record::{Record, Source, TORCH};
 
 /// The folder of the PyTorch files (`xtask/torch`).
@@ -194,22 +195,21 @@ impl TorchBench {
         &self,
         name: &str,
         batch: usize,
-        runs: usize,
-        warmup: usize,
+        timing: Timing,
         threads: usize,
-        tiny: bool,
     ) -> Result<Record> {
         let mut cmd = Command::new(&self.python);
         cmd.arg(&self.script)
             .args(["--component", name])
             .args(["--batch", &batch.to_string()])
-            .args(["--runs", &runs.to_string()])
-            .args(["--warmup", &warmup.to_string()])
+            .args(["--runs", &timing.runs.to_string()])
+            .args(["--warmup", &timing.warmup.to_string()])
             .args(["--threads", &threads.to_string()])
+            .args(["--precision", timing.precision.name()])
             .env("OMP_NUM_THREADS", threads.to_string())
             .env("MKL_NUM_THREADS", threads.to_string())
             .stderr(Stdio::inherit());
-        if tiny {
+        if timing.tiny {
             cmd.arg("--tiny");
         }
         let out = cmd

@@ -66,7 +66,7 @@ pub struct DifferentialArgs {
     #[arg(long = "family", value_name = "NAME", value_parser = family_names())]
     pub families: Vec<String>,
     /// Precision of the model under test; the reference is always f32 on flex.
-    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
     pub precision: String,
 }
 
@@ -87,7 +87,7 @@ pub struct Options {
     pub configs: usize,
     /// Families to run (empty: all).
     pub families: Vec<String>,
-    /// Precision of the model under test (f32 or f16).
+    /// Precision of the model under test.
     pub precision: Precision,
 }
 
@@ -121,13 +121,15 @@ pub struct Setting {
 }
 
 /// Relative size of the weight jitter for a model under test in `precision`: 2⁻²⁰ (8 ulps
-/// of 1.0) in f32, where rounding is all a device should differ by; 2⁻¹⁴ (a 16th of an ulp)
-/// in f16, whose tolerance already covers f16's own rounding: there the jitter only widens
-/// it for draws as ill-conditioned as in f32 (its effect grows linearly with its size).
+/// of 1.0) in f32, where rounding is all a device should differ by; a 16th of an ulp in f16
+/// (2⁻¹⁴) and bf16 (2⁻¹¹), whose tolerances already cover their own rounding: there the jitter
+/// only widens them for draws as ill-conditioned as in f32 (its effect grows linearly with its
+/// size).
 pub fn jitter_eps(precision: Precision) -> f64 {
     match precision {
         Precision::F32 => 2f64.powi(-20),
-        _ => 2f64.powi(-14),
+        Precision::F16 => 2f64.powi(-14),
+        Precision::Bf16 => 2f64.powi(-11),
     }
 }
 

@@ -6,7 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
-use burn::tensor::{DType, Device};
+use burn::tensor::Device;
 use diffbir_core::Precision;
 
 use super::draw::Draw;
@@ -197,10 +197,16 @@ fn run_case(family: &Family, index: usize, options: &Options) -> CaseReport {
     };
     let tol = if options.exact() {
         Tolerance::EXACT
-    } else if options.precision == Precision::F16 {
-        family.f16_tol
     } else {
-        family.f32_tol
+        match options.precision {
+            Precision::F32 => family.f32_tol,
+            Precision::F16 => family.f16_tol,
+            // bf16 keeps 8 significant bits to f16's 11: eight times f16's tolerance.
+            Precision::Bf16 => Tolerance {
+                rtol: 8.0 * family.f16_tol.rtol,
+                atol: 8.0 * family.f16_tol.atol,
+            },
+        }
     };
     let jittered = jittered.as_deref().map(|j| (j, JITTER_FACTOR));
     report.diffs = compare(&reference, &test, tol, jittered);
@@ -225,18 +231,11 @@ pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary> {
             );
         }
     }
-    if !matches!(options.precision, Precision::F32 | Precision::F16) {
-        bail!("--precision must be f32 or f16");
-    }
     let selected: Vec<&Family> = FAMILIES
         .iter()
         .filter(|f| options.families.is_empty() || options.families.iter().any(|n| n == f.name))
         .collect();
-    let precision = if options.precision == Precision::F16 {
-        "f16"
-    } else {
-        "f32"
-    };
+    let precision = options.precision.name();
     writeln!(
         out,
         "differential: {} ({precision}) against flex (f32), seed {}, {} configuration(s) per family{}",
@@ -245,11 +244,11 @@ pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary> {
         options.configs,
         if options.exact() { ", bit-exact" } else { "" }
     )?;
-    let unsupported = (options.precision == Precision::F16
-        && !options.device.supports_dtype(DType::F16))
+    let unsupported = (options.precision != Precision::F32
+        && !options.device.supports_dtype(options.precision.dtype()))
     .then(|| {
         format!(
-            "device {} reports no f16 support; rerun with --precision f32",
+            "device {} reports no {precision} support; rerun with --precision f32",
             options.device_name
         )
     });

@@ -1,18 +1,28 @@
 #!/usr/bin/env python3
 """PyTorch side of `cargo xtask bench --compare-torch`.
 
-Times one component of DiffBIR's stage 2 at its official size, with random weights, built from
-diffusers / transformers classes with the configurations DiffBIR uses, and prints one JSON line
-in the format of `cargo xtask bench --json`:
+Times one component of DiffBIR at its official size, with random weights, and prints one JSON
+line in the format of `cargo xtask bench --json`:
 
     {"name", "device", "dtype", "batch", "min_s", "median_s", "peak_rss_mib",
      "framework": "pytorch", "threads", "runs", "source": "measured"}
 
-`--list` prints the components it times and the library versions instead. The stage-1
-networks (SwinIR, BSRNet, SCUNet) are not in diffusers: xtask uses the recorded figures of the
-original code for them (xtask/torch/recorded.jsonl).
+The stage-2 components are built from diffusers / transformers classes with the configurations
+DiffBIR uses; the stage-1 networks, which those libraries lack, from stage1_models.py beside
+this script (PyTorch definitions following the original DiffBIR code at a pinned commit).
+`--list` prints the components it times and the library versions instead.
+
+`--precision bf16` runs the forward passes under `torch.autocast("cpu", dtype=torch.bfloat16)`
+(training components: the forward and the loss; the backward and the update outside, as usual)
+and records `"dtype": "bf16"`; the default, f32, runs plain float32 and records `"f32"`.
 
 Equivalences (docs/benchmarks.md has the details):
+- swinir: stage1_models.SwinIR with configs/inference/swinir.yaml (8 groups of 6 blocks, width
+  180, window 8, PixelUnshuffle x8 stem, "nearest+conv" x8 head) on a 512x512 image.
+- bsrnet: stage1_models.RRDBNet with configs/inference/bsrnet.yaml (23 RRDBs, width 64,
+  growth 32, x4): 128x128 -> 512x512.
+- scunet: stage1_models.SCUNet with configs/inference/scunet.yaml (4 blocks per stage, width
+  64; SCUNet-PSNR) on a 512x512 image.
 - unet: diffusers UNet2DConditionModel with the Stable Diffusion 2.1 config.
 - controlnet: diffusers ControlNetModel with the SD 2.1 encoder config. DiffBIR's IRControlNet
   concatenates the 4-channel condition latent to x_t before its first conv (8 input channels);
@@ -37,7 +47,13 @@ import statistics
 import sys
 import time
 
+# stage1_models.py is imported from this folder: leave no __pycache__ in the source tree.
+sys.dont_write_bytecode = True
+
 COMPONENTS = {
+    "swinir": (1,),
+    "bsrnet": (1,),
+    "scunet": (1,),
     "text-encoder": (2,),
     "vae-encode": (1,),
     "vae-decode": (1,),
@@ -51,6 +67,12 @@ COMPONENTS = {
 # Components that train (timed with autograd on; the others run under inference_mode).
 TRAINING = {"train-stage2-step"}
 
+# The stage-1 networks (stage1_models.py).
+STAGE1 = {"swinir", "bsrnet", "scunet"}
+
+# `--precision` -> the `dtype` of the JSON record (the names `cargo xtask bench` records use).
+PRECISIONS = {"f32": "f32", "bf16": "bf16"}
+
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -61,6 +83,12 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--tiny", action="store_true", help="tiny configs (plumbing checks)")
+    p.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        default="f32",
+        help="f32, or bf16 autocast of the forward passes",
+    )
     return p.parse_args()
 
 
@@ -151,6 +179,28 @@ def build_vae(tiny):
     )
 
 
+def build_stage1(name, tiny):
+    """A stage-1 network and the side of its (square) input image: the official configuration,
+    or the tiny one of the Rust side (`SwinIrConfig::tiny`, `RrdbNetConfig::tiny`,
+    `ScuNetConfig::tiny`) on the same input sizes as `cargo xtask bench --tiny`."""
+    import stage1_models as s1
+
+    if name == "swinir":
+        kw = dict(s1.SWINIR_DIFFBIR)
+        if tiny:
+            kw.update(img_size=16, embed_dim=24, depths=[2, 2], num_heads=[2, 3])
+        return s1.SwinIR(**kw), 64 if tiny else 512
+    if name == "bsrnet":
+        kw = dict(s1.BSRNET)
+        if tiny:
+            kw.update(nf=16, nb=1, gc=8)
+        return s1.RRDBNet(**kw), 16 if tiny else 128
+    kw = dict(s1.SCUNET_PSNR)
+    if tiny:
+        kw.update(config=[2, 1, 1, 1, 1, 1, 2], dim=8, head_dim=4)
+    return s1.SCUNet(**kw), 64 if tiny else 512
+
+
 def build_text_encoder(tiny):
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -170,8 +220,10 @@ def build_text_encoder(tiny):
 
 # --- components -----------------------------------------------------------------------------
 
-def prepare(name, batch, tiny):
-    """Builds the model and inputs of a component; returns the function to time."""
+def prepare(name, batch, tiny, autocast):
+    """Builds the model and inputs of a component; returns the function to time. `autocast()`
+    gives the precision context: training components enter it for their forward pass, `main`
+    wraps the others' whole call in it."""
     import torch
 
     latent_side, ctx_dim = (16, 8) if tiny else (64, 1024)
@@ -183,6 +235,12 @@ def prepare(name, batch, tiny):
         ctx = torch.randn(batch, 77, ctx_dim)
         return x, hint, t, ctx
 
+    if name in STAGE1:
+        model, side = build_stage1(name, tiny)
+        model.eval()
+        # Images in [0, 1), as the Rust side's.
+        x = torch.rand(batch, 3, side, side)
+        return lambda: model(x)
     if name == "text-encoder":
         model = build_text_encoder(tiny).eval()
         ids = (torch.arange(batch * 77) * 37 % 49000).reshape(batch, 77)
@@ -247,17 +305,18 @@ def prepare(name, batch, tiny):
 
         def run():
             opt.zero_grad(set_to_none=True)
-            down, mid = controlnet(
-                x, t, encoder_hidden_states=ctx, controlnet_cond=hint, return_dict=False
-            )
-            pred = unet(
-                x,
-                t,
-                encoder_hidden_states=ctx,
-                down_block_additional_residuals=down,
-                mid_block_additional_residual=mid,
-            ).sample
-            loss = torch.nn.functional.mse_loss(pred, target)
+            with autocast():
+                down, mid = controlnet(
+                    x, t, encoder_hidden_states=ctx, controlnet_cond=hint, return_dict=False
+                )
+                pred = unet(
+                    x,
+                    t,
+                    encoder_hidden_states=ctx,
+                    down_block_additional_residuals=down,
+                    mid_block_additional_residual=mid,
+                ).sample
+                loss = torch.nn.functional.mse_loss(pred, target)
             loss.backward()
             opt.step()
             return loss.detach()
@@ -282,6 +341,7 @@ def main():
 
     if args.list:
         import diffusers
+        import stage1_models
         import transformers
 
         print(
@@ -292,6 +352,8 @@ def main():
                         "torch": torch.__version__,
                         "diffusers": diffusers.__version__,
                         "transformers": transformers.__version__,
+                        # The DiffBIR commit stage1_models.py follows.
+                        "diffbir": stage1_models.DIFFBIR_COMMIT,
                     },
                 }
             )
@@ -306,17 +368,25 @@ def main():
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
+    import contextlib
     import gc
 
-    import contextlib
+    def autocast():
+        if args.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
-    mode = (
-        contextlib.nullcontext()
-        if args.component in TRAINING
-        else torch.inference_mode()
-    )
+    training = args.component in TRAINING
+    mode = contextlib.nullcontext() if training else torch.inference_mode()
     with mode:
-        run = prepare(args.component, batch, args.tiny)
+        run = prepare(args.component, batch, args.tiny, autocast)
+        if not training:
+            forward = run
+
+            def run():
+                with autocast():
+                    return forward()
+
         for _ in range(args.warmup):
             out = run()
         gc.collect()
@@ -331,7 +401,7 @@ def main():
     record = {
         "name": args.component,
         "device": "cpu",
-        "dtype": "f32",
+        "dtype": PRECISIONS[args.precision],
         "batch": batch,
         "min_s": min(times),
         "median_s": statistics.median(times),

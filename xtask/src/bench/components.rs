@@ -227,7 +227,8 @@ fn first_param<M: Module>(module: &Option<M>) -> Option<f32> {
     first
 }
 
-/// The stage-2 inputs: latent, condition latent, timestep and text context.
+/// The stage-2 inputs: latent, condition latent, timestep and text context, in f32 as the
+/// pipeline passes them (`with_precision` models cast them inside).
 struct Stage2Inputs {
     x: Tensor<4>,
     hint: Tensor<4>,
@@ -235,14 +236,13 @@ struct Stage2Inputs {
     ctx: Tensor<3>,
 }
 
-fn stage2_inputs(batch: usize, tiny: bool, precision: Precision, device: &Device) -> Stage2Inputs {
+fn stage2_inputs(batch: usize, tiny: bool, device: &Device) -> Stage2Inputs {
     let (side, ctx_dim) = if tiny { (16, 8) } else { (64, 1024) };
-    let dtype = precision.dtype();
     Stage2Inputs {
-        x: latent(batch, side, device).cast(dtype),
-        hint: latent(batch, side, device).cast(dtype),
+        x: latent(batch, side, device),
+        hint: latent(batch, side, device),
         t: Tensor::<1>::full([batch], 500.0, device),
-        ctx: Tensor::<3>::random([batch, 77, ctx_dim], Distribution::Default, device).cast(dtype),
+        ctx: Tensor::<3>::random([batch, 77, ctx_dim], Distribution::Default, device),
     }
 }
 
@@ -354,8 +354,8 @@ pub fn measure(name: &str, batch: usize, device: &Device, timing: Timing) -> Res
             })
         }
         "unet" => {
-            let unet = cast(unet_config(tiny).init(device), precision);
-            let i = stage2_inputs(batch, tiny, precision, device);
+            let unet = unet_config(tiny).init(device).with_precision(precision);
+            let i = stage2_inputs(batch, tiny, device);
             time_runs(timing, || {
                 let _ = unet
                     .forward(i.x.clone(), i.t.clone(), &i.ctx, Control::None)
@@ -363,11 +363,9 @@ pub fn measure(name: &str, batch: usize, device: &Device, timing: Timing) -> Res
             })
         }
         "controlnet" => {
-            let controlnet = cast(
-                init_controlnet(&controlnet_config(tiny), device)?,
-                precision,
-            );
-            let i = stage2_inputs(batch, tiny, precision, device);
+            let controlnet =
+                init_controlnet(&controlnet_config(tiny), device)?.with_precision(precision);
+            let i = stage2_inputs(batch, tiny, device);
             time_runs(timing, || {
                 for r in controlnet.forward(i.x.clone(), i.hint.clone(), i.t.clone(), &i.ctx) {
                     let _ = r.into_data();
@@ -375,14 +373,13 @@ pub fn measure(name: &str, batch: usize, device: &Device, timing: Timing) -> Res
             })
         }
         "controlldm-step" => {
-            let cldm = cast(
-                ControlLdm {
-                    unet: unet_config(tiny).init(device),
-                    controlnet: init_controlnet(&controlnet_config(tiny), device)?,
-                },
-                precision,
-            );
-            let i = stage2_inputs(batch, tiny, precision, device);
+            // Cast as the pipeline casts it (time embeddings and output head in f32).
+            let cldm = ControlLdm {
+                unet: unet_config(tiny).init(device),
+                controlnet: init_controlnet(&controlnet_config(tiny), device)?,
+            }
+            .with_precision(precision);
+            let i = stage2_inputs(batch, tiny, device);
             time_runs(timing, || {
                 let _ = cldm
                     .forward(i.x.clone(), i.t.clone(), &i.ctx, i.hint.clone(), &[1.0; 13])
@@ -409,7 +406,7 @@ pub fn measure(name: &str, batch: usize, device: &Device, timing: Timing) -> Res
         }
         "train-stage2-step" => {
             let unet = unet_config(tiny).init(device);
-            let i = stage2_inputs(batch, tiny, precision, device);
+            let i = stage2_inputs(batch, tiny, device);
             let target = latent(batch, i.x.dims()[2], device);
             let mut optim = AdamW::new(AdamWConfig::new(1e-5).with_weight_decay(0.01));
             let mut controlnet = Some(trainable(init_controlnet(

@@ -178,7 +178,7 @@ pub unsafe fn tile(isa: Isa, k: usize, a: APanel<f32>, b: *const f32, c: CTile) 
 /// As [`tile`], and `isa.has_bf16()`, `k` even, `a.k_stride == 1`; `b` holds `k * isa.nr()`
 /// elements.
 pub unsafe fn tile_bf16(isa: Isa, k: usize, a: APanel<bf16>, b: *const bf16, c: CTile) {
-    debug_assert!(isa.has_bf16() && k % 2 == 0 && a.k_stride == 1);
+    debug_assert!(isa.has_bf16() && k.is_multiple_of(2) && a.k_stride == 1);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: forwarded from the caller.
     unsafe {

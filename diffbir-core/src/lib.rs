@@ -13,6 +13,7 @@
 //! - [`tiling`]: sliding windows, Gaussian weights and tiled evaluation;
 //! - [`device`]: turning `cpu`, `wgpu` or `cuda:1` into a burn `Device`;
 //! - [`precision`]: f32, f16 or bf16 inference (weights cast after loading);
+//! - [`release`]: the DiffBIR tasks and releases (`sr`, `face`, `denoise`; `v1`, `v2`, `v2.1`);
 //! - [`alloc`]: the host allocator setting the programs start with;
 //! - [`Error`]: one error type, sorted by whose fault a failure is.
 //!
@@ -38,6 +39,7 @@ pub mod kernels;
 pub mod noise;
 mod pickle_guard;
 pub mod precision;
+pub mod release;
 pub mod resize;
 pub mod save;
 pub mod tiling;

@@ -217,8 +217,8 @@ impl RestoreArgs {
             );
         }
         let mut config = PipelineConfig::new(
-            Task::from_name(&self.task)?,
-            Version::from_name(&self.version)?,
+            self.task.parse::<Task>()?,
+            self.version.parse::<Version>()?,
         );
         if let Some(path) = &self.model_config {
             let text = std::fs::read_to_string(path)

@@ -1730,7 +1730,7 @@ mod tests {
     #[test]
     fn files_per_task_follow_the_spec() {
         let names = |v: &str, t: &str| -> Vec<&str> {
-            let (task, version) = (Task::from_name(t).unwrap(), Version::from_name(v).unwrap());
+            let (task, version) = (t.parse::<Task>().unwrap(), v.parse::<Version>().unwrap());
             files_for_task(task, version)
                 .unwrap()
                 .iter()

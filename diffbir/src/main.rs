@@ -227,7 +227,7 @@ fn download(args: &DownloadArgs) -> Result<ExitCode> {
         files.push(hub::find_file(name)?);
     }
     if let Some(version) = &args.pipeline_version {
-        let (task, version) = (Task::from_name(&args.task)?, Version::from_name(version)?);
+        let (task, version) = (args.task.parse::<Task>()?, version.parse::<Version>()?);
         files.extend(hub::files_for_task(task, version)?);
     }
     if files.is_empty() {

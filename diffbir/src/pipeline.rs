@@ -35,74 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::stage2::{Stage2, Stage2Options, VaeTiling};
 
-/// What to restore (`--task`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Task {
-    /// Blind super-resolution of natural images.
-    Sr,
-    /// Aligned 512×512 faces.
-    Face,
-    /// Blind denoising.
-    Denoise,
-}
-
-impl Task {
-    /// Parses `sr`, `face` or `denoise` (the reference's `--task` names). The reference's
-    /// `unaligned_face` is refused with what to use instead, as is any other name.
-    pub fn from_name(name: &str) -> Result<Self> {
-        Ok(match name {
-            "sr" => Self::Sr,
-            "face" => Self::Face,
-            "denoise" => Self::Denoise,
-            "unaligned_face" | "unaligned-face" => {
-                return Err(Error::Unsupported(
-                    "the unaligned_face task (detecting faces in a photo, restoring each and \
-                     pasting them back) is not available in this version: restore aligned \
-                     512×512 faces with the face task, or the whole photo with sr"
-                        .into(),
-                ));
-            }
-            other => {
-                return Err(Error::InvalidArgument {
-                    what: "task".into(),
-                    reason: format!("unknown task `{other}`: use sr, face or denoise"),
-                });
-            }
-        })
-    }
-}
-
-/// Which DiffBIR release's models and defaults (`--version`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Version {
-    /// The first release (IRControlNet v1, SwinIR stage 1, ε-prediction).
-    #[serde(rename = "v1")]
-    V1,
-    /// The ECCV release (BSRNet / SCUNet stage 1 for SR / denoising).
-    #[serde(rename = "v2")]
-    V2,
-    /// The current release (zero-SNR v-prediction SD, Real-ESRGAN-trained SwinIR).
-    #[serde(rename = "v2.1")]
-    V21,
-}
-
-impl Version {
-    /// Parses `v1`, `v2` or `v2.1`.
-    pub fn from_name(name: &str) -> Result<Self> {
-        Ok(match name {
-            "v1" => Self::V1,
-            "v2" => Self::V2,
-            "v2.1" => Self::V21,
-            other => {
-                return Err(Error::InvalidArgument {
-                    what: "version".into(),
-                    reason: format!("unknown version `{other}`: use v1, v2 or v2.1"),
-                });
-            }
-        })
-    }
-}
+pub use diffbir_core::release::{Task, Version};
 
 /// The default positive prompt of DiffBIR v2.1.
 pub const DEFAULT_POS_PROMPT: &str = "Cinematic, High Contrast, highly detailed, taken using a Canon EOS R camera, hyper detailed photo - realistic maximum detail, 32k, Color Grading, ultra HD, extreme meticulous detailing, skin pore detailing, hyper sharpness, perfect without deformations.";

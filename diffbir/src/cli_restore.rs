@@ -13,9 +13,8 @@ use diffbir::core::image::{
     ImageMeta, ReadOptions, SaveOptions, image_meta, save_image, tensor_to_image,
 };
 use diffbir::core::{NoiseSource, Precision};
-use diffbir::pipeline::{
-    ModelConfigs, OfficialFiles, Pipeline, PipelineConfig, Task, Version, WeightFiles,
-};
+use diffbir::hub::{ModelFile, release_files};
+use diffbir::pipeline::{ModelConfigs, Pipeline, PipelineConfig, Task, Version, WeightFiles};
 use diffbir::sampler::{
     GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig, SampleObserver, SamplerConfig,
     SamplerOptions, StartPoint, StepInfo,
@@ -216,10 +215,8 @@ impl RestoreArgs {
                 path.display()
             );
         }
-        let mut config = PipelineConfig::new(
-            self.task.parse::<Task>()?,
-            self.version.parse::<Version>()?,
-        );
+        let mut config =
+            PipelineConfig::new(self.task.parse::<Task>()?, self.version.parse::<Version>()?);
         if let Some(path) = &self.model_config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -525,18 +522,18 @@ fn weight_files(args: &RestoreArgs, config: &PipelineConfig) -> Result<WeightFil
         }
     }
     let hub = args.hub.hub()?;
-    let names = OfficialFiles::of(config.task, config.version);
+    let files = release_files(config.task, config.version);
     let mut progress = Progress::default();
-    let mut fetch = |explicit: &Option<PathBuf>, name: &str| -> Result<PathBuf> {
+    let mut fetch = |explicit: &Option<PathBuf>, file: &ModelFile| -> Result<PathBuf> {
         match explicit {
             Some(path) => Ok(path.clone()),
-            None => Ok(hub.fetch(name, &mut progress)?),
+            None => Ok(hub.fetch_file(file, &mut progress)?),
         }
     };
     Ok(WeightFiles {
-        stage1: fetch(&args.stage1_ckpt, names.stage1)?,
-        sd: fetch(&args.sd_ckpt, names.sd)?,
-        controlnet: fetch(&args.controlnet_ckpt, names.controlnet)?,
-        bpe_vocab: fetch(&None, diffbir::ldm::clip::BPE_VOCAB_FILE)?,
+        stage1: fetch(&args.stage1_ckpt, files.stage1)?,
+        sd: fetch(&args.sd_ckpt, files.sd)?,
+        controlnet: fetch(&args.controlnet_ckpt, files.controlnet)?,
+        bpe_vocab: fetch(&None, files.bpe_vocab)?,
     })
 }

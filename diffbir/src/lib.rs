@@ -11,24 +11,26 @@
 //! - [`sampler`]: noise schedules and samplers;
 //! - [`pipeline`]: the whole restoration for each task and version;
 //! - [`stage2`]: the generation stage (condition latent, prompts, sampler, decoding);
-//! - [`hub`]: the official weight files, downloaded, verified and cached;
+//! - [`hub`]: the official weight files of each task and release, downloaded, verified and
+//!   cached (the downloads need the `download` feature, on by default);
 //! - [`zoo`]: the model architectures that checkpoints can be verified against.
 //!
-//! Library users turn the default features (the command-line program and the CPU backend)
-//! off and pick a backend themselves:
+//! Library users turn the default features (the command-line program, the downloads and the
+//! CPU backend) off and pick what they need:
 //!
 //! ```toml
+//! # "download" adds the weight downloads (`hub::Hub`).
 //! diffbir = { version = "0.1", default-features = false, features = ["flex"] }
 //! ```
 #![warn(missing_docs)]
 
 pub use diffbir_controlnet as controlnet;
 pub use diffbir_core as core;
+pub use diffbir_hub as hub;
 pub use diffbir_ldm as ldm;
 pub use diffbir_rm as rm;
 pub use diffbir_sampler as sampler;
 
-pub mod hub;
 pub mod pipeline;
 pub mod stage2;
 pub mod zoo;

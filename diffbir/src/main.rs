@@ -228,7 +228,7 @@ fn download(args: &DownloadArgs) -> Result<ExitCode> {
     }
     if let Some(version) = &args.pipeline_version {
         let (task, version) = (args.task.parse::<Task>()?, version.parse::<Version>()?);
-        files.extend(hub::files_for_task(task, version)?);
+        files.extend(hub::release_files(task, version).all());
     }
     if files.is_empty() {
         bail!(

@@ -23,6 +23,7 @@ use diffbir_core::color::ColorFix;
 use diffbir_core::image::image_to_tensor;
 use diffbir_core::resize::{self, pil_upscale, upscaled_size};
 use diffbir_core::{Checkpoint, Error, NoiseSource, Precision, Result, load_into};
+use diffbir_hub::release_files;
 use diffbir_ldm::clip::{ClipTextConfig, ClipTokenizer};
 use diffbir_ldm::sd::{StableDiffusion, StableDiffusionConfig};
 use diffbir_ldm::{UnetConfig, VaeConfig};
@@ -61,45 +62,6 @@ pub struct ModelConfigs {
     pub clip: ClipTextConfig,
     /// Training schedule of the SD checkpoint.
     pub schedule: NoiseScheduleConfig,
-}
-
-/// The official file names a task and version need (see `docs/weights.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OfficialFiles {
-    /// Stage-1 checkpoint.
-    pub stage1: &'static str,
-    /// SD checkpoint.
-    pub sd: &'static str,
-    /// IRControlNet checkpoint.
-    pub controlnet: &'static str,
-}
-
-impl OfficialFiles {
-    /// The files of `task` at `version` (spec §7.1).
-    pub fn of(task: Task, version: Version) -> Self {
-        let stage1 = match (task, version) {
-            (Task::Face, _) => "face_swinir_v1.ckpt",
-            (_, Version::V1) => "general_swinir_v1.ckpt",
-            (Task::Sr, Version::V2) => "BSRNet.pth",
-            (Task::Denoise, Version::V2) => "scunet_color_real_psnr.pth",
-            (_, Version::V21) => "realesrgan_s4_swinir_100k.pth",
-        };
-        let controlnet = match (task, version) {
-            (Task::Face, Version::V1) => "v1_face.pth",
-            (_, Version::V1) => "v1_general.pth",
-            (_, Version::V2) => "v2.pth",
-            (_, Version::V21) => "DiffBIR_v2.1.pt",
-        };
-        let sd = match version {
-            Version::V21 => "sd2.1-base-zsnr-laionaes5.ckpt",
-            _ => "v2-1_512-ema-pruned.ckpt",
-        };
-        Self {
-            stage1,
-            sd,
-            controlnet,
-        }
-    }
 }
 
 /// Every setting of a restoration, validated in one place.
@@ -252,15 +214,16 @@ pub struct WeightFiles {
 }
 
 impl WeightFiles {
-    /// The official file names of `config`'s task and version inside `dir`.
+    /// The official file names of `config`'s task and version inside `dir` (see
+    /// [`release_files`]).
     pub fn in_dir(dir: impl AsRef<Path>, config: &PipelineConfig) -> Self {
         let dir = dir.as_ref();
-        let names = OfficialFiles::of(config.task, config.version);
+        let files = release_files(config.task, config.version);
         Self {
-            stage1: dir.join(names.stage1),
-            sd: dir.join(names.sd),
-            controlnet: dir.join(names.controlnet),
-            bpe_vocab: dir.join(diffbir_ldm::clip::BPE_VOCAB_FILE),
+            stage1: dir.join(files.stage1.file_name),
+            sd: dir.join(files.sd.file_name),
+            controlnet: dir.join(files.controlnet.file_name),
+            bpe_vocab: dir.join(files.bpe_vocab.file_name),
         }
     }
 }
@@ -409,5 +372,24 @@ impl Pipeline {
             remaining -= batch;
         }
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_names_the_tokenizer_file_as_the_text_encoder_does() {
+        for task in Task::ALL {
+            for version in Version::ALL {
+                let files = release_files(task, version);
+                assert_eq!(
+                    files.bpe_vocab.file_name,
+                    diffbir_ldm::clip::BPE_VOCAB_FILE,
+                    "{task} {version}"
+                );
+            }
+        }
     }
 }

@@ -8,9 +8,10 @@ mod fixtures;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use diffbir::hub::release_files;
 use diffbir::ldm::clip::ClipTextConfig;
 use diffbir::ldm::{UnetConfig, VaeConfig};
-use diffbir::pipeline::{ModelConfigs, OfficialFiles, PipelineConfig, Task, Version};
+use diffbir::pipeline::{ModelConfigs, PipelineConfig, Task, Version};
 use diffbir::rm::{Stage1Config, SwinIrConfig};
 use diffbir_train::RunOptions;
 use diffbir_train::config::{Stage1TrainConfig, load_config};
@@ -24,17 +25,14 @@ fn shared() -> PathBuf {
 /// a model-config file describing their shapes.
 fn tiny_weights(dir: &Path) -> PathBuf {
     let fixtures = shared().join("fixtures");
-    let names = OfficialFiles::of(Task::Sr, Version::V21);
+    let files = release_files(Task::Sr, Version::V21);
     let weights = dir.join("weights");
     std::fs::create_dir_all(&weights).unwrap();
     for (from, to) in [
-        ("swinir_tiny.weights.safetensors", names.stage1),
-        ("sd_tiny.sd21_format.ckpt", names.sd),
-        ("sd_tiny.controlnet_format.pth", names.controlnet),
-        (
-            "bpe_simple_vocab_16e6.txt.gz",
-            "bpe_simple_vocab_16e6.txt.gz",
-        ),
+        ("swinir_tiny.weights.safetensors", files.stage1.file_name),
+        ("sd_tiny.sd21_format.ckpt", files.sd.file_name),
+        ("sd_tiny.controlnet_format.pth", files.controlnet.file_name),
+        ("bpe_simple_vocab_16e6.txt.gz", files.bpe_vocab.file_name),
     ] {
         std::fs::copy(fixtures.join(from), weights.join(to)).unwrap();
     }
@@ -303,7 +301,7 @@ fn bad_inputs_outputs_and_checkpoints_fail_cleanly_and_write_nothing() {
     std::fs::write(&blocker, b"not a folder").unwrap();
     let under_blocker = blocker.join("out");
     // A weights folder whose official stage-1 file holds the ControlNet.
-    let names = OfficialFiles::of(Task::Sr, Version::V21);
+    let files = release_files(Task::Sr, Version::V21);
     let wrong = d.join("wrong");
     std::fs::create_dir(&wrong).unwrap();
     for entry in std::fs::read_dir(&weights).unwrap() {
@@ -312,7 +310,7 @@ fn bad_inputs_outputs_and_checkpoints_fail_cleanly_and_write_nothing() {
     }
     std::fs::copy(
         fixtures.join("sd_tiny.controlnet_format.pth"),
-        wrong.join(names.stage1),
+        wrong.join(files.stage1.file_name),
     )
     .unwrap();
     // A checkpoint cut short, as an interrupted copy leaves it.
@@ -398,7 +396,7 @@ fn bad_inputs_outputs_and_checkpoints_fail_cleanly_and_write_nothing() {
         &photo,
         &d.join("out4"),
         &["--weights-dir", &s(&wrong)],
-        &[&s(&wrong.join(names.stage1)), "does not match"],
+        &[&s(&wrong.join(files.stage1.file_name)), "does not match"],
     );
     check(
         "truncated checkpoint",

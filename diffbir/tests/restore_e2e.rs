@@ -1,28 +1,26 @@
 //! `diffbir restore` as a user first runs it, for every task: the official v2.1 files are
 //! downloaded from a 127.0.0.1 server that imitates the Hugging Face hub and GitHub
-//! (`common/server.rs`) and serves the fixtures' tiny random-weight models under the official
-//! names. They are verified against the published (or pinned) SHA-256, cached in an empty
-//! DIFFBIR_HOME, loaded and run on small copies of real photos (RGB, RGBA and gray). Then a
-//! second run, `--offline`, works from the cache without contacting the server.
+//! (`diffbir::hub::test_server`) and serves the fixtures' tiny random-weight models under the
+//! official names. They are verified against the published (or pinned) SHA-256, cached in an
+//! empty DIFFBIR_HOME, loaded and run on small copies of real photos (RGB, RGBA and gray). Then
+//! a second run, `--offline`, works from the cache without contacting the server.
 //!
 //! The full-size check with the official weights is `#[ignore]`d: run it with
 //! `DIFFBIR_WEIGHTS_DIR=... cargo test -p diffbir --test restore_e2e -- --ignored`.
 
 #[path = "../../testing/fixtures.rs"]
 mod fixtures;
-#[path = "common/server.rs"]
-mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use diffbir::hub::{Host, find_file};
-use diffbir::ldm::clip::{BPE_VOCAB_FILE, ClipTextConfig};
+use diffbir::hub::test_server::{Route, Server};
+use diffbir::hub::{Host, find_file, release_files};
+use diffbir::ldm::clip::ClipTextConfig;
 use diffbir::ldm::{UnetConfig, VaeConfig};
-use diffbir::pipeline::{ModelConfigs, OfficialFiles, PipelineConfig, Task, Version};
+use diffbir::pipeline::{ModelConfigs, PipelineConfig, Task, Version};
 use diffbir::rm::{Stage1Config, SwinIrConfig};
 use image::{ColorType, DynamicImage};
-use server::{Route, Server};
 use sha2::{Digest, Sha256};
 
 fn shared() -> PathBuf {
@@ -38,12 +36,12 @@ fn sha256(bytes: &[u8]) -> String {
 
 /// The official files of `task` at v2.1, each with the fixture that stands in for it.
 fn official_files(task: Task) -> [(&'static str, &'static str); 4] {
-    let names = OfficialFiles::of(task, Version::V21);
+    let files = release_files(task, Version::V21);
     [
-        (names.stage1, "swinir_tiny.weights.safetensors"),
-        (names.sd, "sd_tiny.sd21_format.ckpt"),
-        (names.controlnet, "sd_tiny.controlnet_format.pth"),
-        (BPE_VOCAB_FILE, "bpe_simple_vocab_16e6.txt.gz"),
+        (files.stage1.file_name, "swinir_tiny.weights.safetensors"),
+        (files.sd.file_name, "sd_tiny.sd21_format.ckpt"),
+        (files.controlnet.file_name, "sd_tiny.controlnet_format.pth"),
+        (files.bpe_vocab.file_name, "bpe_simple_vocab_16e6.txt.gz"),
     ]
 }
 
@@ -145,7 +143,7 @@ fn download_and_restore(
     let config = tiny_config(dir.path());
     let output = dir.path().join("out");
 
-    let server = Server::start();
+    let server = Server::start().unwrap();
     let served: Vec<&str> = official_files(task)
         .iter()
         .map(|(name, fixture)| serve_official(&server, name, fixture))
@@ -313,12 +311,15 @@ fn denoise_downloads_verifies_caches_and_restores_an_rgb_jpeg() {
 #[test]
 #[ignore = "needs the official v2.1 weights in DIFFBIR_WEIGHTS_DIR"]
 fn restores_a_real_photo_with_the_official_weights() {
-    let names = OfficialFiles::of(Task::Sr, Version::V21);
+    let files = release_files(Task::Sr, Version::V21);
     let Some(weights) = std::env::var_os("DIFFBIR_WEIGHTS_DIR").map(PathBuf::from) else {
         panic!(
             "set DIFFBIR_WEIGHTS_DIR to a folder holding the official v2.1 sr files: {}, {}, \
-             {} and {BPE_VOCAB_FILE} (`diffbir download --version v2.1 --task sr` fetches them)",
-            names.stage1, names.sd, names.controlnet
+             {} and {} (`diffbir download --version v2.1 --task sr` fetches them)",
+            files.stage1.file_name,
+            files.sd.file_name,
+            files.controlnet.file_name,
+            files.bpe_vocab.file_name
         );
     };
     assert!(
@@ -351,8 +352,8 @@ fn restores_a_real_photo_with_the_official_weights() {
         .expect("the diffbir binary runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    for name in [names.stage1, names.sd, names.controlnet] {
-        let used = format!("using {}", weights.join(name).display());
+    for file in [files.stage1, files.sd, files.controlnet] {
+        let used = format!("using {}", weights.join(file.file_name).display());
         assert!(stderr.contains(&used), "`{used}` missing from: {stderr}");
     }
     let restored = image::open(output.join("1.png")).unwrap();

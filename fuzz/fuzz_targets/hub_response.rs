@@ -7,7 +7,7 @@
 //! headers; each value also goes through every parser on its own.
 #![no_main]
 
-use diffbir::hub::parse;
+use diffbir_hub::parse;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -51,10 +51,10 @@ fuzz_target!(|data: &[u8]| {
         .map(|(n, v)| (n.to_ascii_uppercase(), v.clone()))
         .collect();
     if let Ok(hub) = parse::from_env(&vars, Some("/nonexistent-cache".into())) {
-        for host in [diffbir::hub::Host::HuggingFace, diffbir::hub::Host::GitHub] {
+        for host in [diffbir_hub::Host::HuggingFace, diffbir_hub::Host::GitHub] {
             let endpoint = hub.endpoint(host);
             assert!(endpoint.starts_with("http://") || endpoint.starts_with("https://"));
-            for file in diffbir::hub::files() {
+            for file in diffbir_hub::files() {
                 for source in file.sources {
                     let _ = parse::loopback(&hub.url(source));
                 }

@@ -1,21 +1,50 @@
-//! A small HTTP/1.1 server on 127.0.0.1 that imitates the Hugging Face hub and GitHub for
-//! the download tests: one request per connection, a log of every request, and a few ways
-//! to misbehave (redirects, cut-off bodies, corrupted bytes, error statuses, ignored ranges).
-//! Include with `#[path = "common/server.rs"] mod server;`.
-
-#![allow(dead_code)] // each test file uses a different part of it
+//! A small HTTP/1.1 server on 127.0.0.1 that imitates the Hugging Face hub and GitHub, for
+//! tests of downloads (feature `test-server`): one request per connection, a log of every
+//! request, and a few ways to misbehave (redirects, cut-off bodies, corrupted bytes, error
+//! statuses, ignored ranges). No internet is involved.
+//!
+//! ```
+//! # #[cfg(feature = "download")] {
+//! use diffbir_hub::test_server::{Route, Server};
+//! use diffbir_hub::{Host, Hub, ModelFile, Source};
+//!
+//! const TINY: ModelFile = ModelFile {
+//!     name: "tiny",
+//!     aliases: &[],
+//!     file_name: "tiny.pth",
+//!     sources: &[Source {
+//!         host: Host::GitHub,
+//!         path: "/acme/tiny/releases/download/v1/tiny.pth",
+//!     }],
+//!     size: 7,
+//!     sha256: None,
+//!     description: "a test file",
+//! };
+//!
+//! let server = Server::start()?;
+//! let path = TINY.sources[0].path;
+//! server.route(path, Route { body: b"weights".to_vec(), ..Route::default() });
+//! let cache = tempfile::tempdir()?;
+//! let hub = Hub::new(cache.path()).with_endpoint(Host::GitHub, &server.url())?;
+//! let file = hub.fetch_file(&TINY, &mut ())?;
+//! assert_eq!(std::fs::read(file)?, b"weights");
+//! assert_eq!(server.gets(path).len(), 1);
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How the server answers one path.
 #[derive(Debug, Clone, Default)]
 pub struct Route {
+    /// The file served.
     pub body: Vec<u8>,
     /// Sent as `X-Linked-Etag` (quoted), as Hugging Face does for LFS files.
     pub linked_etag: Option<String>,
@@ -32,13 +61,19 @@ pub struct Route {
     pub ignore_range: bool,
 }
 
+/// One request the server received.
 #[derive(Debug, Clone)]
 pub struct Logged {
+    /// `GET`, `HEAD`, ...
     pub method: String,
+    /// The path asked for.
     pub path: String,
+    /// The `Range` header's value, if any.
     pub range: Option<String>,
 }
 
+/// The server; it stops when dropped.
+#[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
     routes: Arc<Mutex<HashMap<String, Route>>>,
@@ -48,9 +83,10 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        let addr = listener.local_addr().unwrap();
+    /// Starts a server on a free port of 127.0.0.1, serving from a thread of its own.
+    pub fn start() -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
         let routes = Arc::new(Mutex::new(HashMap::<String, Route>::new()));
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -68,27 +104,31 @@ impl Server {
                 }
             })
         };
-        Self {
+        Ok(Self {
             addr,
             routes,
             log,
             stop,
             thread: Some(thread),
-        }
+        })
     }
 
+    /// The endpoint to give a [`Hub`](crate::Hub): `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
+    /// Serves `path` as `route` says, from now on; other paths answer 404.
     pub fn route(&self, path: &str, route: Route) {
-        self.routes.lock().unwrap().insert(path.to_owned(), route);
+        lock(&self.routes).insert(path.to_owned(), route);
     }
 
+    /// Every request so far, in order.
     pub fn requests(&self) -> Vec<Logged> {
-        self.log.lock().unwrap().clone()
+        lock(&self.log).clone()
     }
 
+    /// The `GET` requests of `path` so far.
     pub fn gets(&self, path: &str) -> Vec<Logged> {
         self.requests()
             .into_iter()
@@ -105,6 +145,11 @@ impl Drop for Server {
             let _ = t.join();
         }
     }
+}
+
+/// Locks `mutex`; a thread that panicked while holding it leaves data that is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn serve(
@@ -135,7 +180,7 @@ fn serve(
             range = Some(value.trim().to_owned());
         }
     }
-    log.lock().unwrap().push(Logged {
+    lock(log).push(Logged {
         method: method.clone(),
         path: path.clone(),
         range: range.clone(),
@@ -143,7 +188,7 @@ fn serve(
     let head = method == "HEAD";
     let mut out = stream;
     let route = {
-        let mut routes = routes.lock().unwrap();
+        let mut routes = lock(routes);
         let Some(route) = routes.get_mut(&path) else {
             return respond(&mut out, "404 Not Found", &[], b"", head);
         };

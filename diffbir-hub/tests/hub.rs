@@ -1,19 +1,15 @@
-//! The weight downloads of `diffbir::hub` and `diffbir download`, against a small HTTP/1.1
-//! server on 127.0.0.1 (`common/server.rs`; no internet, tiny fake payloads).
-
-#[path = "common/server.rs"]
-mod server;
+//! The weight downloads of the [`Hub`], against a small HTTP/1.1 server on 127.0.0.1
+//! (`diffbir_hub::test_server`; no internet, tiny fake payloads).
 
 use std::fs;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
-use diffbir::hub::{
+use diffbir_hub::test_server::{Route, Server};
+use diffbir_hub::{
     DownloadEvent, HashOrigin, Host, Hub, HubError, Location, ModelFile, Source, find_file,
 };
-use server::{Route, Server};
 use sha2::{Digest, Sha256};
 
 // ---- helpers ---------------------------------------------------------------------------------
@@ -111,7 +107,7 @@ fn hub(server: &Server, dir: &Path) -> Hub {
 #[derive(Default)]
 struct Events(Vec<String>);
 
-impl diffbir::hub::DownloadObserver for Events {
+impl diffbir_hub::DownloadObserver for Events {
     fn on_event(&mut self, event: &DownloadEvent<'_>) -> ControlFlow<()> {
         let text = match event {
             DownloadEvent::Found { location, .. } => format!("found {location:?}"),
@@ -149,7 +145,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_full_download_is_verified_and_cached() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     let body = payload(6000, 1);
     serve_hf(&server, &body, Route::default());
     let dir = tempfile::tempdir().unwrap();
@@ -194,7 +190,7 @@ fn a_full_download_is_verified_and_cached() {
 
 #[test]
 fn a_second_fetch_uses_the_cache_without_the_server() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     let body = payload(3000, 2);
     serve_hf(&server, &body, Route::default());
     let dir = tempfile::tempdir().unwrap();
@@ -219,7 +215,7 @@ fn a_second_fetch_uses_the_cache_without_the_server() {
 
 #[test]
 fn an_interrupted_download_resumes_within_the_same_fetch() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     let body = payload(8000, 3);
     serve_hf(
         &server,
@@ -252,7 +248,7 @@ fn an_interrupted_download_resumes_within_the_same_fetch() {
 
 #[test]
 fn an_interrupted_download_resumes_from_its_part_file_later() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     let body = payload(8000, 4);
     serve_hf(
         &server,
@@ -285,7 +281,7 @@ fn an_interrupted_download_resumes_from_its_part_file_later() {
 fn a_part_file_is_resumed_or_restarted_when_the_server_ignores_ranges() {
     let body = payload(7000, 5);
     for ignore_range in [false, true] {
-        let server = Server::start();
+        let server = Server::start().unwrap();
         serve_hf(
             &server,
             &body,
@@ -309,7 +305,7 @@ fn a_part_file_is_resumed_or_restarted_when_the_server_ignores_ranges() {
 
 #[test]
 fn a_complete_part_file_is_finished_without_a_transfer() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     let body = payload(2048, 6);
     serve_hf(&server, &body, Route::default());
     let dir = tempfile::tempdir().unwrap();
@@ -326,7 +322,7 @@ fn a_complete_part_file_is_finished_without_a_transfer() {
 
 #[test]
 fn a_corrupted_download_is_rejected_and_leaves_nothing() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     let body = payload(5000, 7);
     let mut bad = body.clone();
     bad[2500] ^= 0x55;
@@ -377,7 +373,7 @@ fn a_corrupted_download_is_rejected_and_leaves_nothing() {
 
 #[test]
 fn a_published_hash_that_contradicts_the_pinned_one_stops_before_downloading() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     let body = payload(4000, 8);
     serve_hf(&server, &body, Route::default());
     let pinned_hash = sha256(b"something else");
@@ -398,7 +394,7 @@ fn a_published_hash_that_contradicts_the_pinned_one_stops_before_downloading() {
 
 #[test]
 fn a_first_download_records_its_hash_and_later_downloads_must_match_it() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     let body = payload(4000, 9);
     server.route(
         GH_PATH,
@@ -458,7 +454,7 @@ fn a_first_download_records_its_hash_and_later_downloads_must_match_it() {
 
 #[test]
 fn offline_a_missing_file_is_a_clear_error() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     serve_hf(&server, &payload(100, 11), Route::default());
     let dir = tempfile::tempdir().unwrap();
     let weights = tempfile::tempdir().unwrap();
@@ -468,7 +464,7 @@ fn offline_a_missing_file_is_a_clear_error() {
     let err = hub.fetch_file(&TINY_HF, &mut ()).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, HubError::Offline { .. }), "{text}");
-    assert_eq!(err.fault(), diffbir::core::Fault::Environment);
+    assert_eq!(err.fault(), diffbir_core::Fault::Environment);
     for needle in [
         "tiny.ckpt",
         "`tiny`",
@@ -497,7 +493,7 @@ fn offline_a_missing_file_is_a_clear_error() {
 
 #[test]
 fn files_in_a_weights_dir_are_used_without_download() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     serve_hf(&server, &payload(100, 12), Route::default());
     let dir = tempfile::tempdir().unwrap();
     let (empty, weights) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -532,7 +528,7 @@ fn files_in_a_weights_dir_are_used_without_download() {
 
 #[test]
 fn http_errors_name_the_url_and_only_passing_ones_are_retried() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let hub = hub(&server, dir.path());
     // Nothing served: 404 on the HEAD, not retried.
@@ -571,7 +567,7 @@ fn http_errors_name_the_url_and_only_passing_ones_are_retried() {
 
 #[test]
 fn the_next_source_is_tried_when_one_fails() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     let body = payload(3000, 13);
     serve_hf(&server, &body, Route::default());
     let file = ModelFile {
@@ -623,7 +619,7 @@ fn the_next_source_is_tried_when_one_fails() {
 
 #[test]
 fn a_cancelled_download_keeps_its_part_file_to_resume() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     let body = payload(600_000, 14);
     serve_hf(&server, &body, Route::default());
     let dir = tempfile::tempdir().unwrap();
@@ -648,7 +644,7 @@ fn a_cancelled_download_keeps_its_part_file_to_resume() {
 
 #[test]
 fn a_download_under_way_elsewhere_is_not_joined() {
-    let server = Server::start();
+    let server = Server::start().unwrap();
     serve_hf(&server, &payload(100, 15), Route::default());
     let dir = tempfile::tempdir().unwrap();
     let lock = fs::File::create(dir.path().join("tiny.ckpt.lock")).unwrap();
@@ -676,154 +672,4 @@ fn the_pinned_clip_merges_hash_matches_the_shipped_file() {
     let file = find_file("clip-bpe").unwrap();
     assert_eq!(Some(sha256(&bytes).as_str()), file.sha256);
     assert_eq!(bytes.len() as u64, file.size);
-}
-
-// ---- the command -----------------------------------------------------------------------------
-
-fn diffbir(args: &[&str], home: &Path, server: &Server) -> (Output, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_diffbir"))
-        .args(args)
-        .env("DIFFBIR_HOME", home)
-        .env("DIFFBIR_HUB_ENDPOINT", server.url())
-        .env("DIFFBIR_GITHUB_ENDPOINT", server.url())
-        .env_remove("HF_ENDPOINT")
-        .env_remove("DIFFBIR_OFFLINE")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("DIFFBIR_WEIGHTS_DIR")
-        .output()
-        .expect("the diffbir binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out, stdout, stderr)
-}
-
-#[test]
-fn cli_downloads_verifies_and_reuses_official_files() {
-    let server = Server::start();
-    let body = payload(5000, 16);
-    let resolve = "/lxq007/DiffBIR-v2/resolve/main/DiffBIR_v2.1.pt";
-    server.route(
-        resolve,
-        Route {
-            body: body.clone(),
-            linked_etag: Some(sha256(&body)),
-            cut: Some((2000, 1)),
-            ..Route::default()
-        },
-    );
-    let home = tempfile::tempdir().unwrap();
-    let (out, stdout, stderr) = diffbir(&["download", "v2.1"], home.path(), &server);
-    assert!(out.status.success(), "{stderr}");
-    let cached = home.path().join("DiffBIR_v2.1.pt");
-    assert!(
-        stdout.starts_with("controlnet-v2.1") && stdout.contains(&cached.display().to_string()),
-        "{stdout}"
-    );
-    assert!(stderr.contains("trying again"), "{stderr}");
-    assert_eq!(fs::read(&cached).unwrap(), body);
-
-    let n = server.requests().len();
-    let (out, stdout, stderr) = diffbir(
-        &["download", "--offline", "--verify", "controlnet-v2.1"],
-        home.path(),
-        &server,
-    );
-    assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains(&cached.display().to_string()), "{stdout}");
-    assert!(stderr.contains("SHA-256 ok"), "{stderr}");
-    assert_eq!(server.requests().len(), n);
-
-    let (out, stdout, _) = diffbir(&["download", "--list"], home.path(), &server);
-    assert!(out.status.success());
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("controlnet-v2.1 "))
-        .unwrap();
-    assert!(line.contains(&cached.display().to_string()), "{line}");
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("sd21 ") && l.ends_with(" -"))
-    );
-}
-
-#[test]
-fn cli_rejects_a_download_that_does_not_match_its_pinned_hash() {
-    let server = Server::start();
-    let fake = payload(3000, 17);
-    server.route(
-        "/openai/CLIP/raw/main/clip/bpe_simple_vocab_16e6.txt.gz",
-        Route {
-            body: fake.clone(),
-            ..Route::default()
-        },
-    );
-    let home = tempfile::tempdir().unwrap();
-    let (out, _, stderr) = diffbir(&["download", "clip-bpe"], home.path(), &server);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .starts_with("error: "),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"),
-        "{stderr}"
-    );
-    assert!(stderr.contains(&sha256(&fake)), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(
-        leftovers(home.path()).is_empty(),
-        "{:?}",
-        leftovers(home.path())
-    );
-}
-
-#[test]
-fn cli_offline_and_weights_dir() {
-    let server = Server::start();
-    let home = tempfile::tempdir().unwrap();
-    let (out, _, stderr) = diffbir(&["download", "--offline", "bsrnet"], home.path(), &server);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    for needle in ["BSRNet.pth", "offline", "--weights-dir"] {
-        assert!(stderr.contains(needle), "`{needle}` missing from: {stderr}");
-    }
-
-    let weights = tempfile::tempdir().unwrap();
-    let mine = weights.path().join("BSRNet.pth");
-    fs::write(&mine, b"weights I already have").unwrap();
-    let dir = weights.path().to_str().unwrap();
-    let (out, stdout, stderr) = diffbir(
-        &["download", "--weights-dir", dir, "bsrnet"],
-        home.path(),
-        &server,
-    );
-    assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains(&mine.display().to_string()), "{stdout}");
-    assert!(server.requests().is_empty());
-    assert!(leftovers(home.path()).is_empty());
-
-    let (out, _, stderr) = diffbir(&["download", "no-such-file"], home.path(), &server);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr.contains("unknown weight file `no-such-file`"),
-        "{stderr}"
-    );
-    let (out, _, stderr) = diffbir(
-        &[
-            "download",
-            "--offline",
-            "--version",
-            "v1",
-            "--task",
-            "unaligned_face",
-        ],
-        home.path(),
-        &server,
-    );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("unaligned"), "{stderr}");
 }

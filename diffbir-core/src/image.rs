@@ -121,10 +121,17 @@ pub fn read_image(
     options: &ReadOptions,
     device: &Device,
 ) -> Result<(Tensor<4>, ImageMeta)> {
+    let image = open_image(path, options)?;
+    Ok(image_to_tensor(&image, device))
+}
+
+/// Decodes an image file within `options`' limits, checking it is not empty, in a supported
+/// format and at least `options.min_side` pixels on each side.
+pub fn open_image(path: impl AsRef<Path>, options: &ReadOptions) -> Result<DynamicImage> {
     let path = path.as_ref();
     let image = decode_file(path, options)?;
     check_min_side(&image, path, options)?;
-    Ok(image_to_tensor(&image, device))
+    Ok(image)
 }
 
 /// [`read_image`] on a file's bytes, up to the tensor: the same decoding (format detection,

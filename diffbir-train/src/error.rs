@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use diffbir_core::Fault;
+
 /// What can go wrong while preparing or running a training run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -50,6 +52,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whose fault it is: a configuration value or file is the caller's, a missing or
+    /// unreadable file, dataset or checkpoint the environment's.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::Config { .. } | Self::Field { .. } => Fault::Caller,
+            Self::Io { .. } | Self::Data(_) | Self::Checkpoint { .. } | Self::Loader(_) => {
+                Fault::Environment
+            }
+            Self::Core(e) => e.fault(),
+        }
+    }
+
     /// An [`Error::Io`].
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {

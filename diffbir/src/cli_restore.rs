@@ -7,19 +7,18 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use diffbir::core::Precision;
 use diffbir::core::color::ColorFix;
 use diffbir::core::device::DeviceSpec;
-use diffbir::core::image::{
-    ImageMeta, ReadOptions, SaveOptions, image_meta, save_image, tensor_to_image,
-};
-use diffbir::core::{NoiseSource, Precision};
+use diffbir::core::image::{ReadOptions, open_image, save_image};
 use diffbir::hub::{ModelFile, release_files};
 use diffbir::pipeline::{ModelConfigs, Pipeline, PipelineConfig, Task, Version, WeightFiles};
 use diffbir::sampler::{
-    GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig, SampleObserver, SamplerConfig,
-    SamplerOptions, StartPoint, StepInfo,
+    GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig, SamplerConfig, SamplerOptions,
+    StartPoint,
 };
 use diffbir::stage2::VaeTiling;
+use diffbir::{Event, Observer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{HubArgs, Progress};
@@ -315,7 +314,6 @@ fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 struct Job {
     source: PathBuf,
     image: image::DynamicImage,
-    meta: ImageMeta,
     outputs: Vec<PathBuf>,
 }
 
@@ -324,10 +322,12 @@ struct Steps {
     bar: ProgressBar,
 }
 
-impl SampleObserver for Steps {
-    fn on_step(&mut self, step: &StepInfo<'_>) -> ControlFlow<()> {
-        self.bar.set_length(step.total as u64);
-        self.bar.set_position(step.index as u64 + 1);
+impl Observer for Steps {
+    fn on_event(&mut self, event: &Event<'_>) -> ControlFlow<()> {
+        if let Event::Step { step, .. } = event {
+            self.bar.set_length(step.total as u64);
+            self.bar.set_position(step.index as u64 + 1);
+        }
         ControlFlow::Continue(())
     }
 }
@@ -362,7 +362,7 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
     }
 
     let files = weight_files(args, &config)?;
-    let pipeline = Pipeline::load(config, &files, &device)?;
+    let pipeline = Pipeline::load(config, &files, &device)?.with_seed(args.seed);
     for job in &jobs {
         let bar = ProgressBar::new(0);
         bar.set_style(
@@ -371,21 +371,15 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
         );
         bar.set_message(job.source.display().to_string());
         let mut steps = Steps { bar };
-        let mut noise = NoiseSource::seeded(args.seed);
         let result = pipeline
-            .restore(&job.image, &mut noise, &mut steps)
+            .restore_image_observed(&job.image, &mut steps)
+            .map_err(anyhow::Error::from)
             .and_then(|samples| {
-                for (sample, out) in samples.into_iter().zip(&job.outputs) {
-                    let image = tensor_to_image(
-                        sample.squeeze_dim(0),
-                        job.meta.alpha.as_ref(),
-                        &SaveOptions::like(&job.meta),
-                    );
-                    save_image(out, &image)?;
+                for (image, out) in samples.iter().zip(&job.outputs) {
+                    save_image(out, image)?;
                 }
                 Ok(())
             })
-            .map_err(anyhow::Error::from)
             .and_then(|()| {
                 let stage2 = &pipeline.config().stage2;
                 record_prompts(
@@ -448,37 +442,10 @@ fn prepare(
     config: &PipelineConfig,
     limits: &ReadOptions,
 ) -> Result<Job> {
-    let reader = image::ImageReader::open(source)
-        .with_context(|| format!("{}: cannot open", source.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("{}: cannot read", source.display()))?;
-    let mut image_limits = image::Limits::default();
-    image_limits.max_image_width = Some(limits.max_width);
-    image_limits.max_image_height = Some(limits.max_height);
-    let mut reader = reader;
-    reader.limits(image_limits);
-    let image = reader
-        .decode()
-        .with_context(|| format!("{}: not a decodable image", source.display()))?;
-    let (w, h) = (image.width(), image.height());
-    if w.min(h) < limits.min_side {
-        bail!(
-            "{}: {w}x{h} is too small to restore (at least {} pixels per side)",
-            source.display(),
-            limits.min_side
-        );
-    }
-    let (ow, oh) = diffbir::core::resize::upscaled_size(w, h, config.upscale)?;
-    if ow > limits.max_width || oh > limits.max_height {
-        bail!(
-            "{}: upscaling {w}x{h} by {} gives {ow}x{oh}, over the {}x{} limit",
-            source.display(),
-            config.upscale,
-            limits.max_width,
-            limits.max_height
-        );
-    }
-    let meta = image_meta(&image);
+    let image = open_image(source, limits)?;
+    config
+        .output_size(image.width(), image.height())
+        .with_context(|| source.display().to_string())?;
     let stem = source
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -503,7 +470,6 @@ fn prepare(
     Ok(Job {
         source: source.to_path_buf(),
         image,
-        meta,
         outputs,
     })
 }

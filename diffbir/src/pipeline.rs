@@ -1,6 +1,9 @@
 //! The whole restoration: stage 1, DiffBIR's resize rules, stage 2, colour fix and the final
 //! resize, as `inference.py` runs it for each task and version (spec §7).
 //!
+//! [`Pipeline::builder`] is the short way to one (downloads, defaults, a seed); this is the
+//! long way, from checkpoint files, down to tensors:
+//!
 //! ```no_run
 //! use diffbir::pipeline::{Pipeline, PipelineConfig, Task, Version, WeightFiles};
 //! use diffbir::core::{NoiseSource, device::parse_device};
@@ -9,7 +12,7 @@
 //! let config = PipelineConfig::new(Task::Sr, Version::V21);
 //! let files = WeightFiles::in_dir("weights", &config); // the official file names
 //! let pipeline = Pipeline::load(config, &files, &device)?;
-//! let image = image::open("photo.png").expect("readable");
+//! let image = diffbir::image::open("photo.png").expect("readable");
 //! let mut noise = NoiseSource::seeded(231);
 //! let restored = pipeline.restore(&image, &mut noise, &mut ())?; // [0, 1], one per sample
 //! # Ok::<(), diffbir::Error>(())
@@ -22,18 +25,22 @@ use diffbir_controlnet::{CONTROLNET_KEYS, ControlLdm, controlnet_sd21, init_cont
 use diffbir_core::color::ColorFix;
 use diffbir_core::image::image_to_tensor;
 use diffbir_core::resize::{self, pil_upscale, upscaled_size};
-use diffbir_core::{Checkpoint, Error, NoiseSource, Precision, Result, load_into};
+use diffbir_core::{Checkpoint, NoiseSource, Precision, load_into};
 use diffbir_hub::release_files;
 use diffbir_ldm::clip::{ClipTextConfig, ClipTokenizer};
 use diffbir_ldm::sd::{StableDiffusion, StableDiffusionConfig};
 use diffbir_ldm::{UnetConfig, VaeConfig};
 use diffbir_rm::{Restorer, RrdbNetConfig, ScuNetConfig, Stage1, Stage1Config, SwinIrConfig};
 use diffbir_sampler::{
-    NoiseScheduleConfig, SampleObserver, SamplerConfig, SamplerOptions, StartPoint,
+    NoiseScheduleConfig, SampleObserver, SamplerConfig, SamplerOptions, StartPoint, StepInfo,
 };
 use image::DynamicImage;
 use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
 
+use crate::builder::DEFAULT_SEED;
+use crate::error::{Error, Result};
+use crate::observe::{Event, Observer};
 use crate::stage2::{Stage2, Stage2Options, VaeTiling};
 
 pub use diffbir_core::release::{Task, Version};
@@ -154,10 +161,10 @@ impl PipelineConfig {
     /// Checks every setting; [`Pipeline::load`] calls it.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: &str, reason: String| {
-            Err(Error::InvalidArgument {
+            Err(Error::Core(diffbir_core::Error::InvalidArgument {
                 what: what.into(),
                 reason,
-            })
+            }))
         };
         if !(self.upscale.is_finite() && self.upscale > 0.0) {
             return bad(
@@ -196,7 +203,7 @@ impl PipelineConfig {
         self.models.unet.validate()?;
         self.models.controlnet.validate()?;
         self.models.vae.validate()?;
-        self.models.clip.validate()
+        Ok(self.models.clip.validate()?)
     }
 }
 
@@ -234,6 +241,8 @@ pub struct Pipeline {
     config: PipelineConfig,
     stage1: Stage1,
     stage2: Stage2,
+    device: Device,
+    seed: u64,
 }
 
 impl Pipeline {
@@ -278,7 +287,25 @@ impl Pipeline {
             config,
             stage1,
             stage2,
+            device: device.clone(),
+            seed: DEFAULT_SEED,
         })
+    }
+
+    /// The same pipeline with `seed` for [`Self::restore_image`] and the other image methods.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The seed of [`Self::restore_image`] and the other image methods.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The device the networks are on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// The settings this pipeline runs with.
@@ -348,30 +375,65 @@ impl Pipeline {
     /// `[1, 3, H·upscale, W·upscale]` in `[0, 1]` (unclamped until quantised). With a seeded
     /// `noise`, sample `i` depends only on the seed and `i`: not on the batch size, nor on
     /// what the source was used for before.
+    ///
+    /// `observer` sees stage 1, every sampler step and the decoded samples; when it breaks,
+    /// the restoration stops within the current step and returns [`Error::Cancelled`].
     pub fn restore(
         &self,
         image: &DynamicImage,
         noise: &mut NoiseSource,
-        observer: &mut impl SampleObserver,
+        observer: &mut impl Observer,
     ) -> Result<Vec<Tensor<4>>> {
-        let device = self.stage2.vae.quant_conv.weight.val().device();
-        let (cond, (out_h, out_w)) = self.stage1(image, &device)?;
-        let mut results = Vec::with_capacity(self.config.n_samples);
-        let mut remaining = self.config.n_samples;
-        while remaining > 0 {
-            let batch = remaining.min(self.config.batch_size);
+        let cancelled = |flow: ControlFlow<()>| match flow {
+            ControlFlow::Continue(()) => Ok(()),
+            ControlFlow::Break(()) => Err(Error::Cancelled),
+        };
+        let (cond, (out_h, out_w)) = self.stage1(image, &self.device)?;
+        cancelled(observer.on_event(&Event::Stage1 { condition: &cond }))?;
+        let total = self.config.n_samples;
+        let mut results = Vec::with_capacity(total);
+        while results.len() < total {
+            let batch = (total - results.len()).min(self.config.batch_size);
             noise.begin_batch(results.len());
             let cond_batch = Tensor::cat(vec![cond.clone(); batch], 0);
+            let mut steps = Steps {
+                observer: &mut *observer,
+                first_sample: results.len(),
+                cancelled: false,
+            };
             let sample =
                 self.stage2
-                    .apply(cond_batch.clone(), &self.config.stage2, noise, observer)?;
+                    .apply(cond_batch.clone(), &self.config.stage2, noise, &mut steps)?;
+            if steps.cancelled {
+                return Err(Error::Cancelled);
+            }
             let fixed =
                 resize::postprocess(sample, cond_batch, self.config.color_fix, out_h, out_w)?;
             let [_, c, h, w] = fixed.dims();
             results.extend((0..batch).map(|i| fixed.clone().slice([i..i + 1, 0..c, 0..h, 0..w])));
-            remaining -= batch;
+            let done = results.len();
+            cancelled(observer.on_event(&Event::Samples { done, total }))?;
         }
         Ok(results)
+    }
+}
+
+/// The sampler's observer for one batch: forwards its steps, and remembers a cancellation
+/// (the sampler stops early on a break; [`Pipeline::restore`] then returns an error).
+struct Steps<'a, O> {
+    observer: &'a mut O,
+    first_sample: usize,
+    cancelled: bool,
+}
+
+impl<O: Observer> SampleObserver for Steps<'_, O> {
+    fn on_step(&mut self, step: &StepInfo<'_>) -> ControlFlow<()> {
+        let flow = self.observer.on_event(&Event::Step {
+            first_sample: self.first_sample,
+            step,
+        });
+        self.cancelled |= flow.is_break();
+        flow
     }
 }
 

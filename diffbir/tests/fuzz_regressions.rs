@@ -53,7 +53,7 @@ fn assert_refused(name: &str, what: &str, reason: &str) {
 fn assert_errors(name: &str, errors: Vec<Error>, what: &str, reason: &str) {
     for err in errors {
         match &err {
-            Error::InvalidArgument { what: w, reason: r } => {
+            Error::Core(diffbir::core::Error::InvalidArgument { what: w, reason: r }) => {
                 assert_eq!(w, what, "{name}: {err}");
                 assert!(r.contains(reason), "{name}: {err}");
             }

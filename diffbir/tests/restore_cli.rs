@@ -367,14 +367,14 @@ fn bad_inputs_outputs_and_checkpoints_fail_cleanly_and_write_nothing() {
         &missing,
         &d.join("out1"),
         &good,
-        &[&s(&missing), "cannot open"],
+        &[&s(&missing), "No such file"],
     );
     check(
         "corrupt image",
         &corrupt,
         &d.join("out2"),
         &good,
-        &[&s(&corrupt), "not a decodable image"],
+        &[&s(&corrupt), "cannot decode the image"],
     );
     check("output is a file", &photo, &blocker, &good, &[&s(&blocker)]);
     check(

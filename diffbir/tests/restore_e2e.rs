@@ -10,39 +10,24 @@
 
 #[path = "../../testing/fixtures.rs"]
 mod fixtures;
+#[path = "common/tiny.rs"]
+mod tiny;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use diffbir::hub::test_server::{Route, Server};
 use diffbir::hub::{Host, find_file, release_files};
-use diffbir::ldm::clip::ClipTextConfig;
-use diffbir::ldm::{UnetConfig, VaeConfig};
-use diffbir::pipeline::{ModelConfigs, PipelineConfig, Task, Version};
-use diffbir::rm::{Stage1Config, SwinIrConfig};
+use diffbir::pipeline::{Task, Version};
 use image::{ColorType, DynamicImage};
 use sha2::{Digest, Sha256};
-
-fn shared() -> PathBuf {
-    fixtures::fixtures().join("..")
-}
+use tiny::{official_files, photo, shared};
 
 fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// The official files of `task` at v2.1, each with the fixture that stands in for it.
-fn official_files(task: Task) -> [(&'static str, &'static str); 4] {
-    let files = release_files(task, Version::V21);
-    [
-        (files.stage1.file_name, "swinir_tiny.weights.safetensors"),
-        (files.sd.file_name, "sd_tiny.sd21_format.ckpt"),
-        (files.controlnet.file_name, "sd_tiny.controlnet_format.pth"),
-        (files.bpe_vocab.file_name, "bpe_simple_vocab_16e6.txt.gz"),
-    ]
 }
 
 /// Serves `fixture` as the official file `file_name` at the registry's first source: a Hugging
@@ -79,19 +64,6 @@ fn serve_official(server: &Server, file_name: &str, fixture: &str) -> &'static s
     source.path
 }
 
-/// The tiny shapes of every v2.1 network (each task has a SwinIR stage 1 in v2.1).
-fn tiny_config(dir: &Path) -> PathBuf {
-    let mut models: ModelConfigs = PipelineConfig::new(Task::Sr, Version::V21).models;
-    models.stage1 = Stage1Config::SwinIr(SwinIrConfig::tiny());
-    models.unet = UnetConfig::tiny();
-    models.controlnet = UnetConfig::tiny().with_hint_channels(Some(4));
-    models.vae = VaeConfig::tiny();
-    models.clip = ClipTextConfig::tiny();
-    let path = dir.join("tiny.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&models).unwrap()).unwrap();
-    path
-}
-
 /// Runs the command with its hub at `endpoint` and its cache in `home`, ignoring the
 /// caller's hub settings.
 fn diffbir(args: &[&str], home: &Path, endpoint: &str) -> (i32, String, String) {
@@ -113,14 +85,6 @@ fn diffbir(args: &[&str], home: &Path, endpoint: &str) -> (i32, String, String) 
     )
 }
 
-/// A `side`×`side` copy of the middle square of a photo of the shared images.
-fn photo(path: &str, side: u32) -> DynamicImage {
-    let full = image::open(shared().join("images").join(path)).unwrap();
-    let s = full.width().min(full.height());
-    full.crop_imm((full.width() - s) / 2, (full.height() - s) / 2, s, s)
-        .resize_exact(side, side, image::imageops::FilterType::Triangle)
-}
-
 /// Downloads the official files of `task` and restores `input` (a square photo saved as
 /// `file`) with them; checks the request log, the cache and the result, `scale` times the
 /// input's size in its colour type. Returns the run's folder (the cache is `home/`, the input
@@ -140,7 +104,7 @@ fn download_and_restore(
     let inputs = dir.path().join("in");
     std::fs::create_dir(&inputs).unwrap();
     input.save(inputs.join(file)).unwrap();
-    let config = tiny_config(dir.path());
+    let config = tiny::tiny_models_file(dir.path());
     let output = dir.path().join("out");
 
     let server = Server::start().unwrap();

@@ -1,0 +1,44 @@
+//! The one error type of the facade.
+
+use diffbir_core::Fault;
+
+/// Everything that can go wrong through this crate: the foundations' and the networks'
+/// errors, the hub's, training's, and a restoration cancelled by its observer.
+///
+/// Each kind converts with `?`, and [`Error::fault`] says whose fault it is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An invalid setting, an unreadable image or checkpoint, a device that cannot run.
+    #[error(transparent)]
+    Core(#[from] diffbir_core::Error),
+    /// A weight file that cannot be found or downloaded.
+    #[cfg(feature = "download")]
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
+    /// A training run that cannot be prepared or run.
+    #[cfg(feature = "train")]
+    #[error(transparent)]
+    Train(#[from] diffbir_train::Error),
+    /// The observer asked to stop ([`crate::Observer`]); nothing was returned for the image.
+    #[error("the restoration was cancelled by its observer")]
+    Cancelled,
+}
+
+impl Error {
+    /// Whose fault it is: the caller's (fix the input), the environment's (files, network,
+    /// device) or this build's (a missing feature).
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::Core(e) => e.fault(),
+            #[cfg(feature = "download")]
+            Self::Hub(e) => e.fault(),
+            #[cfg(feature = "train")]
+            Self::Train(e) => e.fault(),
+            Self::Cancelled => Fault::Caller,
+        }
+    }
+}
+
+/// `Result` with the facade's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,66 @@
+//! Tiny random-weight models standing in for the official v2.1 files, for tests that run
+//! whole restorations: the fixtures that hold them, their shapes, and small real photos.
+//! Include with `#[path = "common/tiny.rs"] mod tiny;` beside `mod fixtures;`.
+//! Each test uses part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use diffbir::hub::release_files;
+use diffbir::ldm::clip::ClipTextConfig;
+use diffbir::ldm::{UnetConfig, VaeConfig};
+use diffbir::pipeline::{ModelConfigs, PipelineConfig, Task, Version};
+use diffbir::rm::{Stage1Config, SwinIrConfig};
+use image::DynamicImage;
+
+/// The shared folder of the fixtures (`fixtures/`, `images/`).
+pub fn shared() -> PathBuf {
+    crate::fixtures::fixtures().join("..")
+}
+
+/// The official file names of `task` at v2.1, each with the fixture that stands in for it.
+pub fn official_files(task: Task) -> [(&'static str, &'static str); 4] {
+    let files = release_files(task, Version::V21);
+    [
+        (files.stage1.file_name, "swinir_tiny.weights.safetensors"),
+        (files.sd.file_name, "sd_tiny.sd21_format.ckpt"),
+        (files.controlnet.file_name, "sd_tiny.controlnet_format.pth"),
+        (files.bpe_vocab.file_name, "bpe_simple_vocab_16e6.txt.gz"),
+    ]
+}
+
+/// A weights folder holding the stand-ins of `task`'s official files under their names.
+pub fn weights_dir(task: Task, dir: &Path) -> PathBuf {
+    let weights = dir.join("weights");
+    std::fs::create_dir_all(&weights).unwrap();
+    for (name, fixture) in official_files(task) {
+        std::fs::copy(shared().join("fixtures").join(fixture), weights.join(name)).unwrap();
+    }
+    weights
+}
+
+/// The tiny shapes of every v2.1 network (each task has a SwinIR stage 1 in v2.1).
+pub fn tiny_models() -> ModelConfigs {
+    let mut models: ModelConfigs = PipelineConfig::new(Task::Sr, Version::V21).models;
+    models.stage1 = Stage1Config::SwinIr(SwinIrConfig::tiny());
+    models.unet = UnetConfig::tiny();
+    models.controlnet = UnetConfig::tiny().with_hint_channels(Some(4));
+    models.vae = VaeConfig::tiny();
+    models.clip = ClipTextConfig::tiny();
+    models
+}
+
+/// [`tiny_models`] written as JSON to `dir/tiny.json`.
+pub fn tiny_models_file(dir: &Path) -> PathBuf {
+    let path = dir.join("tiny.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&tiny_models()).unwrap()).unwrap();
+    path
+}
+
+/// A `side`×`side` copy of the middle square of a photo of the shared images.
+pub fn photo(path: &str, side: u32) -> DynamicImage {
+    let full = image::open(shared().join("images").join(path)).unwrap();
+    let s = full.width().min(full.height());
+    full.crop_imm((full.width() - s) / 2, (full.height() - s) / 2, s, s)
+        .resize_exact(side, side, image::imageops::FilterType::Triangle)
+}

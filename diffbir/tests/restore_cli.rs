@@ -4,47 +4,25 @@
 
 #[path = "../../testing/fixtures.rs"]
 mod fixtures;
+#[path = "common/tiny.rs"]
+mod tiny;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use diffbir::hub::release_files;
-use diffbir::ldm::clip::ClipTextConfig;
-use diffbir::ldm::{UnetConfig, VaeConfig};
-use diffbir::pipeline::{ModelConfigs, PipelineConfig, Task, Version};
-use diffbir::rm::{Stage1Config, SwinIrConfig};
+use diffbir::pipeline::{ModelConfigs, Task, Version};
 use diffbir_train::RunOptions;
 use diffbir_train::config::{Stage1TrainConfig, load_config};
 use diffbir_train::stage1::train_stage1;
 
-fn shared() -> PathBuf {
-    fixtures::fixtures().join("..")
-}
+use tiny::shared;
 
 /// A weights folder holding the fixtures' tiny models under the official v2.1 SR names, and
-/// a model-config file describing their shapes.
+/// a model-config file describing their shapes (`tiny.json` beside it).
 fn tiny_weights(dir: &Path) -> PathBuf {
-    let fixtures = shared().join("fixtures");
-    let files = release_files(Task::Sr, Version::V21);
-    let weights = dir.join("weights");
-    std::fs::create_dir_all(&weights).unwrap();
-    for (from, to) in [
-        ("swinir_tiny.weights.safetensors", files.stage1.file_name),
-        ("sd_tiny.sd21_format.ckpt", files.sd.file_name),
-        ("sd_tiny.controlnet_format.pth", files.controlnet.file_name),
-        ("bpe_simple_vocab_16e6.txt.gz", files.bpe_vocab.file_name),
-    ] {
-        std::fs::copy(fixtures.join(from), weights.join(to)).unwrap();
-    }
-    let mut models: ModelConfigs = PipelineConfig::new(Task::Sr, Version::V21).models;
-    models.stage1 = Stage1Config::SwinIr(SwinIrConfig::tiny());
-    models.unet = UnetConfig::tiny();
-    models.controlnet = UnetConfig::tiny().with_hint_channels(Some(4));
-    models.vae = VaeConfig::tiny();
-    models.clip = ClipTextConfig::tiny();
-    let config = dir.join("tiny.json");
-    std::fs::write(&config, serde_json::to_string_pretty(&models).unwrap()).unwrap();
-    weights
+    tiny::tiny_models_file(dir);
+    tiny::weights_dir(Task::Sr, dir)
 }
 
 fn diffbir(args: &[&str]) -> (i32, String, String) {

@@ -1,5 +1,7 @@
 //! Stage 2 at a large size: the tiled VAE decode of a 2048×2048 image (256×256 latent) in tiles
-//! of 32 latents, DiffBIR's default `--vae_decoder_tile_size 256` (spec §6.3). Random weights.
+//! of 32 latents, DiffBIR's default `--vae_decoder_tile_size 256`
+//! (`XPixelGroup/DiffBIR@3f8b530:inference.py:L151-L153`, divided by 8 in
+//! `diffbir/pipeline.py:L229`). Random weights.
 //!
 //! One iteration takes minutes on a CPU (it decodes about 2.6× the pixels of the image, each
 //! tile with its margin), so this bench is apart from `stage2`: `cargo bench --bench

@@ -2,9 +2,10 @@
 //!
 //! PyTorch files are parsed without executing any pickle code (burn-store's reader). The
 //! wrappers the official DiffBIR files and their ancestors use are unwrapped the way the
-//! original loaders do (spec §2.1): a nested `params_ema`, `params` or `state_dict` dictionary
-//! is selected, and a `module.` prefix left by `DataParallel` is stripped. Tensor bytes stay in
-//! the file until a module asks for them.
+//! original loaders do (`XPixelGroup/DiffBIR@3f8b530:diffbir/utils/common.py:L113-L120`,
+//! `load_model_from_url`, and v1's `7bd5675:utils/realesrgan/realesrganer.py:L59-L65`): a nested
+//! `params_ema`, `params` or `state_dict` dictionary is selected, and a `module.` prefix left by
+//! `DataParallel` is stripped. Tensor bytes stay in the file until a module asks for them.
 
 use std::collections::BTreeMap;
 use std::io::Read;

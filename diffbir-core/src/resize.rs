@@ -1,4 +1,6 @@
-//! Resizing and padding as DiffBIR's pipeline does them (spec §7.2–§7.5).
+//! Resizing and padding as DiffBIR's pipeline does them
+//! (`XPixelGroup/DiffBIR@3f8b530:diffbir/pipeline.py:L25-L42`, `L97-L144`, `L306-L320`,
+//! `L338-L420`, and the `after_load_lq` upscaling of `diffbir/inference/bsr_loop.py:L54-L59`).
 //!
 //! - [`resize_bicubic_antialias`]: PyTorch's `F.interpolate(mode="bicubic", antialias=True)`
 //!   (`align_corners=False`): a separable Keys cubic with `a = −0.5` whose support is widened

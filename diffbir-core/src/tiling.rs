@@ -1,6 +1,7 @@
-//! Tiling geometry and Gaussian blending (spec §6.1): the sliding windows, weights and tiled
-//! evaluation that DiffBIR uses for stage 1 (`--cleaner_tiled`) and for the diffusion model
-//! (`--cldm_tiled`, mixture of diffusers).
+//! Tiling geometry and Gaussian blending
+//! (`XPixelGroup/DiffBIR@3f8b530:diffbir/utils/common.py:L123-L232`): the sliding windows,
+//! weights and tiled evaluation that DiffBIR uses for stage 1 (`--cleaner_tiled`) and for the
+//! diffusion model (`--cldm_tiled`, mixture of diffusers).
 
 use burn::tensor::{DType, Tensor, TensorData};
 

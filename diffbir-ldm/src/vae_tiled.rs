@@ -1,5 +1,6 @@
-//! Tiled VAE encoding and decoding for large images (spec §6.3), after the Tiled-VAE
-//! algorithm DiffBIR uses (`XPixelGroup/DiffBIR@3f8b530:diffbir/utils/tilevae/tilevae.py`).
+//! Tiled VAE encoding and decoding for large images (`ControlLDM.vae_encode`/`vae_decode`,
+//! `diffbir/model/cldm.py:L92-L141`), after the Tiled-VAE algorithm DiffBIR uses
+//! (`XPixelGroup/DiffBIR@3f8b530:diffbir/utils/tilevae/tilevae.py`).
 //!
 //! The input is cut into tiles with a margin (`pad`: 32 pixels for the encoder, 11 latents for
 //! the decoder). Every tile runs through the network, but at each GroupNorm the statistics of

@@ -148,9 +148,10 @@ impl Restorer for Stage1 {
 
 impl Stage1 {
     /// Restores tile by tile with Gaussian blending, as DiffBIR's `--cleaner_tiled` does
-    /// (spec §6.4): `tile_size × tile_size` input tiles every `tile_stride` pixels. Memory is
-    /// bounded by one tile's activations plus the output. An input smaller than a tile runs
-    /// untiled, as in the reference.
+    /// (`apply_cleaner` in `XPixelGroup/DiffBIR@3f8b530:diffbir/pipeline.py:L342-L420`):
+    /// `tile_size × tile_size` input tiles every `tile_stride` pixels. Memory is bounded by one
+    /// tile's activations plus the output. An input smaller than a tile runs untiled, as in the
+    /// reference.
     ///
     /// SwinIR needs tiles that are multiples of its trunk multiple (64 for DiffBIR).
     pub fn restore_tiled(

@@ -1,4 +1,4 @@
-//! `ddim`: denoising diffusion implicit models (spec §3.4).
+//! `ddim`: denoising diffusion implicit models (`diffbir/sampler/ddim_sampler.py:L13-L203`).
 //!
 //! Song, Meng & Ermon, "Denoising Diffusion Implicit Models" (ICLR 2021). Port of
 //! `XPixelGroup/DiffBIR@3f8b530:diffbir/sampler/ddim_sampler.py` (CompVis' "uniform"

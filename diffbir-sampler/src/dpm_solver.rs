@@ -1,4 +1,5 @@
-//! `dpm++_m2`: DPM-Solver++ multistep, second order (spec §3.5).
+//! `dpm++_m2`: DPM-Solver++ multistep, second order
+//! (`diffbir/sampler/dpms_sampler.py:L17-L101`).
 //!
 //! Lu et al., "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models"
 //! (2022). Port of `XPixelGroup/DiffBIR@3f8b530:diffbir/sampler/dpms_sampler.py` and the parts

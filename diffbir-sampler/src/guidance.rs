@@ -1,4 +1,6 @@
-//! Classifier-free guidance as a [`Denoiser`] wrapper (spec §3.2, §4).
+//! Classifier-free guidance as a [`Denoiser`] wrapper
+//! (`diffbir/sampler/spaced_sampler.py:L144-L159`; the two conditions:
+//! `diffbir/pipeline.py:L117-L128`).
 //!
 //! Ho & Salimans, "Classifier-Free Diffusion Guidance" (2022). DiffBIR combines the two
 //! branches as `uncond + s·(cond − uncond)`; both branches share the condition latent, only the

@@ -1,4 +1,5 @@
-//! The training noise schedule of the latent diffusion model (spec §3.1).
+//! The training noise schedule of the latent diffusion model
+//! (`diffbir/model/gaussian_diffusion.py:L9-L122`).
 //!
 //! Port of `XPixelGroup/DiffBIR@3f8b530:diffbir/model/gaussian_diffusion.py` (`Diffusion`,
 //! `make_beta_schedule("linear")`, `enforce_zero_terminal_snr`). The tables are computed in
@@ -260,7 +261,8 @@ mod tests {
 
     #[test]
     fn sd_linear_matches_the_reference_values() {
-        // Spec §14.
+        // The reference's values: `Diffusion` with `configs/inference/diffusion.yaml`
+        // (`XPixelGroup/DiffBIR@3f8b530:diffbir/model/gaussian_diffusion.py:L103-L119`).
         let s = NoiseScheduleConfig::sd_v2().init();
         assert_eq!(s.num_timesteps(), 1000);
         assert!(close(s.betas()[0], 0.00085, 1e-12));

@@ -1,4 +1,5 @@
-//! `spaced`: the IDDPM ancestral sampler on a respaced schedule (spec §3.3).
+//! `spaced`: the IDDPM ancestral sampler on a respaced schedule
+//! (`diffbir/sampler/spaced_sampler.py:L14-L245`).
 //!
 //! Nichol & Dhariwal, "Improved Denoising Diffusion Probabilistic Models" (2021). Port of
 //! `XPixelGroup/DiffBIR@3f8b530:diffbir/sampler/spaced_sampler.py` (`space_timesteps` from
@@ -295,7 +296,9 @@ mod tests {
 
     #[test]
     fn spacing_matches_the_reference_tables() {
-        // Spec §14 and the reference's own examples.
+        // The reference's values (`space_timesteps`,
+        // `XPixelGroup/DiffBIR@3f8b530:diffbir/sampler/spaced_sampler.py:L14-L64`) and its own
+        // examples.
         assert_eq!(
             space_timesteps(1000, "10").unwrap(),
             vec![0, 111, 222, 333, 444, 555, 666, 777, 888, 999]

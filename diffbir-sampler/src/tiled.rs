@@ -1,5 +1,5 @@
 //! Tiled evaluation of a denoiser: mixture of diffusers with Gaussian tile weights
-//! (spec §6.2, `--cldm_tiled`).
+//! (`--cldm_tiled`; `diffbir/pipeline.py:L130-L144`, `L211-L213`).
 //!
 //! Jiménez, "Mixture of Diffusers for scene composition and high resolution image generation"
 //! (2023). DiffBIR replaces the model's `forward` by `make_tiled_fn` while sampling

@@ -389,7 +389,8 @@ mod tests {
 
     #[test]
     fn a_photo_of_a_cat() {
-        // Spec §14's check value.
+        // The reference's value (`tokenize`,
+        // `XPixelGroup/DiffBIR@3f8b530:diffbir/model/open_clip/tokenizer.py:L159-L188`).
         let t = tokenizer();
         let row = t.tokenize("a photo of a cat", 77);
         assert_eq!(row[..7], [49406, 320, 1125, 539, 320, 2368, 49407]);
@@ -432,8 +433,9 @@ mod tests {
 
     #[test]
     fn default_prompts_have_the_reference_lengths() {
-        // DiffBIR's default positive and negative prompts (spec §14: 55 and 64 tokens with
-        // start and end).
+        // DiffBIR's default positive and negative prompts
+        // (`XPixelGroup/DiffBIR@3f8b530:inference.py:L42-L52`; the reference's `tokenize` gives
+        // 55 and 64 tokens with start and end).
         let t = tokenizer();
         let count = |s: &str| t.tokenize(s, 77).iter().filter(|id| **id != 0).count();
         let positive = "Cinematic, High Contrast, highly detailed, taken using a Canon EOS R \

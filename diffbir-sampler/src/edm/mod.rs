@@ -1,4 +1,4 @@
-//! The EDM / k-diffusion sampler family (`edm_*`, spec §3.6).
+//! The EDM / k-diffusion sampler family (`edm_*`, `diffbir/sampler/edm_sampler.py:L26-L188`).
 //!
 //! Karras et al., "Elucidating the Design Space of Diffusion-Based Generative Models" (2022);
 //! the solvers are Katherine Crowson's k-diffusion (`sampling.py`), as vendored in
@@ -450,7 +450,8 @@ mod tests {
 
     #[test]
     fn sigma_tables_match_the_reference() {
-        // Spec §14 (S = 10).
+        // The reference's values (S = 10) of `EDMSampler.make_schedule`
+        // (`XPixelGroup/DiffBIR@3f8b530:diffbir/sampler/edm_sampler.py:L83-L96`).
         let tau = [999, 899, 799, 699, 599, 499, 399, 299, 199, 99, 0];
         let linear = EdmSchedule::new(&NoiseScheduleConfig::sd_v2().init(), 10).unwrap();
         assert_eq!(linear.timesteps(), &tau);

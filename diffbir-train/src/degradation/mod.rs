@@ -1,4 +1,6 @@
-//! The degradation operations of DiffBIR's training data synthesis (spec §10).
+//! The degradation operations of DiffBIR's training data synthesis
+//! (`XPixelGroup/DiffBIR@3f8b530:diffbir/dataset/codeformer.py:L98-L123` and
+//! `diffbir/dataset/batch_transform.py:L143-L271`).
 //!
 //! - [`kernels`]: the blur kernels of `dataset/degradation.py` (isotropic / anisotropic
 //!   Gaussian, generalized Gaussian, plateau, circular low-pass "sinc"), computed in f64 like

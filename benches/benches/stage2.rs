@@ -18,9 +18,7 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use criterion::{Criterion, criterion_group, criterion_main};
 use diffbir::sampler::{ClassifierFree, Denoiser, GuidedCond, ModelTimesteps, Parameterization};
 use diffbir_benches::bench_device;
-use diffbir_controlnet::{
-    ControlCond, ControlDenoiser, ControlLdm, controlnet_sd21, init_controlnet,
-};
+use diffbir_controlnet::{ControlCond, ControlDenoiser, ControlLdm, ControlNetConfig};
 use diffbir_ldm::clip::ClipTextConfig;
 use diffbir_ldm::unet::Control;
 use diffbir_ldm::{UnetConfig, VaeConfig};
@@ -53,7 +51,9 @@ fn denoiser(c: &mut Criterion) {
     let (name, device) = bench_device();
     let cldm = ControlLdm {
         unet: UnetConfig::sd21().init(&device),
-        controlnet: init_controlnet(&controlnet_sd21(), &device).expect("valid preset"),
+        controlnet: ControlNetConfig::sd21()
+            .init(&device)
+            .expect("valid preset"),
     };
     let mut g = group(c, "denoiser");
     for batch in [1, 2] {

@@ -6,65 +6,25 @@
 //! `concat(x_t, condition latent)`; 1×1 zero convs turn each encoder output (and the middle
 //! block's) into a residual for the frozen UNet. It is built from the same blocks as
 //! [`diffbir_ldm::Unet`].
-#![warn(missing_docs)]
+#![deny(missing_docs)]
+
+mod config;
+
+pub use config::ControlNetConfig;
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, Param};
-use burn::nn::{PaddingConfig2d, conv::Conv2dConfig};
+use burn::module::Module;
 use burn::store::{ModuleSnapshot, bridge};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 use diffbir_core::kernels::{Conv2d, Linear};
 use diffbir_core::tiling::TileBox;
 use diffbir_core::{Error, KeyMap, Precision, Result, cast_module};
+use diffbir_ldm::Unet;
 use diffbir_ldm::unet::{
     Control, LdmLayer, UNET_RULES, blocks_dtype, cast_block, cast_blocks, embed_time, run_block,
 };
-use diffbir_ldm::{Unet, UnetConfig};
 use diffbir_sampler::{Denoiser, ModelTimesteps, Parameterization, TileCond};
-
-/// Configuration of the IRControlNet: a [`UnetConfig`] with `hint_channels` set.
-pub type ControlNetConfig = UnetConfig;
-
-/// DiffBIR's IRControlNet preset (`cldm.yaml: controlnet_cfg`, 363.15 M parameters): the SD 2.1
-/// encoder with 4 hint channels.
-pub fn controlnet_sd21() -> ControlNetConfig {
-    UnetConfig::sd21().with_hint_channels(Some(4))
-}
-
-/// Builds an IRControlNet with fresh weights; the zero convs start at zero, as the original's
-/// `zero_module` does.
-pub fn init_controlnet(config: &ControlNetConfig, device: &Device) -> Result<ControlNet> {
-    config.validate()?;
-    if config.hint_channels.is_none() {
-        return Err(Error::InvalidArgument {
-            what: "ControlNet config".into(),
-            reason: "hint_channels must be set (4 for DiffBIR)".into(),
-        });
-    }
-    let (input_blocks, chans) = config.input_blocks(device);
-    let zero_conv = |c: usize| {
-        let conv = Conv2dConfig::new([c, c], [1, 1])
-            .with_padding(PaddingConfig2d::Explicit(0, 0, 0, 0))
-            .init(device);
-        zeroed(conv.into())
-    };
-    let mid = config.model_channels * config.channel_mult.last().copied().unwrap_or(1);
-    Ok(ControlNet {
-        time_embed: config.time_embed(device),
-        input_blocks,
-        zero_convs: chans.iter().map(|&c| vec![zero_conv(c)]).collect(),
-        middle_block: config.middle_block(device),
-        middle_block_out: vec![zero_conv(mid)],
-        model_channels: config.model_channels,
-    })
-}
-
-fn zeroed(mut conv: Conv2d) -> Conv2d {
-    conv.weight = Param::from_tensor(conv.weight.val().zeros_like());
-    conv.bias = conv.bias.map(|b| Param::from_tensor(b.val().zeros_like()));
-    conv
-}
 
 /// The IRControlNet. Field names mirror the checkpoint keys.
 #[derive(Module, Debug)]
@@ -326,17 +286,18 @@ impl Denoiser for ControlDenoiser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Device, Distribution};
     use diffbir_core::NoiseSource;
+    use diffbir_ldm::UnetConfig;
 
     fn tiny() -> ControlNetConfig {
-        UnetConfig::tiny().with_hint_channels(Some(4))
+        ControlNetConfig::tiny()
     }
 
     #[test]
     fn official_size_has_the_reference_parameter_count() {
         CONTROLNET_KEYS.check_examples().unwrap();
-        let cn = init_controlnet(&controlnet_sd21(), &Device::flex()).unwrap();
+        let cn = ControlNetConfig::sd21().init(&Device::flex()).unwrap();
         assert_eq!(cn.num_params(), 363_153_280);
     }
 
@@ -344,7 +305,7 @@ mod tests {
     fn a_fresh_controlnet_leaves_the_unet_unchanged() {
         let device = Device::flex();
         let unet = UnetConfig::tiny().init(&device);
-        let cn = init_controlnet(&tiny(), &device).unwrap();
+        let cn = tiny().init(&device).unwrap();
         let x = Tensor::<4>::random([1, 4, 8, 8], Distribution::Default, &device);
         let hint = Tensor::<4>::random([1, 4, 8, 8], Distribution::Default, &device);
         let t = Tensor::<1>::from_floats([42.0], &device);
@@ -364,7 +325,7 @@ mod tests {
         let device = Device::flex();
         let cldm = ControlLdm {
             unet: UnetConfig::tiny().init(&device),
-            controlnet: init_controlnet(&tiny(), &device).unwrap(),
+            controlnet: tiny().init(&device).unwrap(),
         };
         let model = ControlDenoiser {
             cldm: &cldm,
@@ -392,7 +353,7 @@ mod tests {
     fn initialisation_from_the_unet_copies_pads_and_keeps_zero_convs() {
         let device = Device::flex();
         let unet = UnetConfig::tiny().init(&device);
-        let mut cn = init_controlnet(&tiny(), &device).unwrap();
+        let mut cn = tiny().init(&device).unwrap();
         let report = cn.init_from_unet(&unet).unwrap();
         assert_eq!(report.padded, ["input_blocks.0.0.weight"]);
         assert!(

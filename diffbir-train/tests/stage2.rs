@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use diffbir_controlnet::{CONTROLNET_KEYS, ControlLdm, init_controlnet};
+use diffbir_controlnet::{CONTROLNET_KEYS, ControlLdm};
 use diffbir_core::{Checkpoint, load_into};
 use diffbir_sampler::Parameterization;
 use diffbir_train::RunOptions;
@@ -43,9 +43,9 @@ fn run_and_compare(mut config: Stage2TrainConfig, steps: u64) -> (f64, f64) {
     )
     .unwrap();
     let batch = make_batch(&data, config.train.batch_size, 7, 1000, 1).unwrap();
-    let mut initial = init_controlnet(&config.model.controlnet, &device).unwrap();
+    let mut initial = config.model.controlnet.init(&device).unwrap();
     initial.init_from_unet(&parts.unet).unwrap();
-    let mut trained = init_controlnet(&config.model.controlnet, &device).unwrap();
+    let mut trained = config.model.controlnet.init(&device).unwrap();
     load_into(
         &mut trained,
         &Checkpoint::open(&summary.weights).unwrap(),

@@ -6,7 +6,7 @@
 //! are added.
 
 use burn::tensor::Device;
-use diffbir_controlnet::{CONTROLNET_KEYS, controlnet_sd21, init_controlnet};
+use diffbir_controlnet::{CONTROLNET_KEYS, ControlNetConfig};
 use diffbir_core::{Checkpoint, Error, KeyMap, LoadReport, Result, apply_checkpoint};
 use diffbir_ldm::sd::StableDiffusionConfig;
 use diffbir_rm::rrdbnet::BSRNET_KEYS;
@@ -38,7 +38,7 @@ fn sd21(checkpoint: &Checkpoint, device: &Device) -> Result<LoadReport> {
 
 fn controlnet(checkpoint: &Checkpoint, device: &Device) -> Result<LoadReport> {
     apply_checkpoint(
-        &mut init_controlnet(&controlnet_sd21(), device)?,
+        &mut ControlNetConfig::sd21().init(device)?,
         checkpoint,
         &CONTROLNET_KEYS,
     )

@@ -71,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
         let m = &config.model;
         model_size::check_stage1(&m.stage1);
         model_size::check_unet(&m.unet);
-        model_size::check_unet(&m.controlnet);
+        model_size::check_controlnet(&m.controlnet);
         model_size::check_vae(&m.vae);
         model_size::check_clip(&m.clip);
         model_size::check_schedule(&m.diffusion);

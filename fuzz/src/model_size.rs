@@ -5,6 +5,7 @@
 //! would allocate more than 16 GiB of f32 weights. Small configurations are built for real.
 
 use burn::module::Module;
+use diffbir::controlnet::ControlNetConfig;
 use diffbir::pipeline::ModelConfigs;
 use diffbir::rm::Stage1Config;
 use diffbir::rm::swinir::Upsampler;
@@ -101,8 +102,9 @@ pub fn stage1_params(config: &Stage1Config) -> u128 {
     }
 }
 
-/// A lower bound of the parameters of an LDM UNet (or IRControlNet).
-pub fn unet_params(c: &UnetConfig) -> u128 {
+/// A lower bound of the parameters of an LDM UNet (or, with `hint_channels`, of the
+/// IRControlNet copying its encoder).
+pub fn unet_params(c: &UnetConfig, hint_channels: usize) -> u128 {
     let mc = n(c.model_channels);
     let widths: Vec<u128> = c.channel_mult.iter().map(|m| prod([mc, n(*m)])).collect();
     let last = widths.last().copied().unwrap_or(mc);
@@ -117,7 +119,7 @@ pub fn unet_params(c: &UnetConfig) -> u128 {
         // transformer.
         prod([
             9,
-            sum([n(c.in_channels), n(c.hint_channels.unwrap_or(0))]),
+            sum([n(c.in_channels), n(hint_channels)]),
             mc,
         ]),
         prod([20, mc, mc]),
@@ -166,7 +168,11 @@ pub fn check_stage1(c: &Stage1Config) {
 }
 
 pub fn check_unet(c: &UnetConfig) {
-    report("UNet", unet_params(c), c);
+    report("UNet", unet_params(c, 0), c);
+}
+
+pub fn check_controlnet(c: &ControlNetConfig) {
+    report("IRControlNet", unet_params(&c.unet(), c.hint_channels), c);
 }
 
 pub fn check_vae(c: &VaeConfig) {
@@ -190,8 +196,8 @@ pub fn check_schedule(c: &NoiseScheduleConfig) {
 pub fn build_if_small(m: &ModelConfigs) {
     let bounds = [
         stage1_params(&m.stage1),
-        unet_params(&m.unet),
-        unet_params(&m.controlnet),
+        unet_params(&m.unet, 0),
+        unet_params(&m.controlnet.unet(), m.controlnet.hint_channels),
         vae_params(&m.vae),
         clip_params(&m.clip),
     ];
@@ -202,7 +208,7 @@ pub fn build_if_small(m: &ModelConfigs) {
     let built = [
         m.stage1.init(&device).expect("validated").num_params(),
         m.unet.init(&device).num_params(),
-        diffbir::controlnet::init_controlnet(&m.controlnet, &device).map_or(0, |c| c.num_params()),
+        m.controlnet.init(&device).map_or(0, |c| c.num_params()),
         m.vae.init(&device).num_params(),
         m.clip.init(&device).num_params(),
     ];

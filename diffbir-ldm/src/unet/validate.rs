@@ -9,6 +9,12 @@ use super::{PerLevel, UnetConfig};
 impl UnetConfig {
     /// Checks the configuration; building requires it to hold.
     pub fn validate(&self) -> Result<()> {
+        self.validate_with_hint(0)
+    }
+
+    /// [`validate`](Self::validate) for a network whose first conv also takes
+    /// `hint_channels` inputs (the IRControlNet's copy of the encoder).
+    pub fn validate_with_hint(&self, hint_channels: usize) -> Result<()> {
         let bad = |reason: String| {
             Err(Error::InvalidArgument {
                 what: "UNet config".into(),
@@ -99,7 +105,7 @@ impl UnetConfig {
                 ));
             }
         }
-        self.param_count().check("UNet config")
+        self.param_count(hint_channels).check("UNet config")
     }
 
     /// At most this many levels (`channel_mult` entries).
@@ -109,10 +115,11 @@ impl UnetConfig {
     /// At most this many channels in a level.
     pub const MAX_WIDTH: usize = 1 << 20;
 
-    /// The parameters [`init`](Self::init) creates, plus the IRControlNet's zero convs (so
-    /// that it bounds both networks built from this config), saturating. Loops over levels
+    /// The parameters [`init`](Self::init) creates, plus the IRControlNet's zero convs and
+    /// `hint_channels` more inputs of the first conv (so that it bounds both networks built
+    /// from this config), saturating. Loops over levels
     /// and blocks: [`validate`](Self::validate) bounds their numbers before calling it.
-    pub(super) fn param_count(&self) -> ParamCount {
+    pub(super) fn param_count(&self, hint_channels: usize) -> ParamCount {
         let mc = self.model_channels;
         let emb = mc.saturating_mul(4);
         let norm = |c: usize| ParamCount::of(&[2, c]);
@@ -170,9 +177,7 @@ impl UnetConfig {
         let zero_conv = |c: usize| ParamCount::layer(&[c, c, 1, 1], true);
         let levels = self.channel_mult.len();
         let width = |level: usize| self.channel_mult[level].saturating_mul(mc);
-        let cin = self
-            .in_channels
-            .saturating_add(self.hint_channels.unwrap_or(0));
+        let cin = self.in_channels.saturating_add(hint_channels);
         let mut count = ParamCount::layer(&[emb, mc], true)
             + ParamCount::layer(&[emb, emb], true)
             + ParamCount::layer(&[mc, cin, 3, 3], true);
@@ -223,9 +228,10 @@ mod tests {
 
     #[test]
     fn validate_counts_the_parameters_init_creates() {
-        // The count includes the IRControlNet's zero convs, so that it bounds both networks.
+        // The count includes the IRControlNet's zero convs and hint inputs, so that it bounds
+        // both networks.
         let zero_convs = |c: &UnetConfig| {
-            let (_, chans) = c.input_blocks(&Device::flex());
+            let (_, chans) = c.input_blocks(0, &Device::flex());
             let mid = c.model_channels * c.channel_mult.last().unwrap();
             chans
                 .iter()
@@ -240,8 +246,7 @@ mod tests {
                 .with_use_scale_shift_norm(true)
                 .with_resblock_updown(true)
                 .with_use_linear_in_transformer(false)
-                .with_transformer_depth(2)
-                .with_hint_channels(Some(4)),
+                .with_transformer_depth(2),
             UnetConfig::tiny()
                 .with_num_res_blocks(PerLevel::Each(vec![2, 1]))
                 .with_num_attention_blocks(Some(vec![1, 0]))
@@ -251,11 +256,14 @@ mod tests {
         ] {
             config.validate().unwrap();
             let built = config.init(&device).num_params() as u128;
-            assert_eq!(
-                config.param_count().0,
-                built + zero_convs(&config),
-                "{config:?}"
-            );
+            for hint in [0, 4] {
+                let hint_weights = (hint * config.model_channels * 9) as u128;
+                assert_eq!(
+                    config.param_count(hint).0,
+                    built + zero_convs(&config) + hint_weights,
+                    "{config:?}, {hint} hint channels"
+                );
+            }
         }
         for config in [
             UnetConfig::sd21().with_model_channels(1 << 40),
@@ -264,10 +272,13 @@ mod tests {
             UnetConfig::sd21().with_num_res_blocks(PerLevel::All(1 << 20)),
             UnetConfig::sd21().with_transformer_depth(usize::MAX),
             UnetConfig::sd21().with_context_dim(Some(usize::MAX)),
-            UnetConfig::sd21().with_hint_channels(Some(usize::MAX)),
         ] {
             let err = config.validate().unwrap_err();
             assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
         }
+        let err = UnetConfig::sd21()
+            .validate_with_hint(usize::MAX)
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
     }
 }

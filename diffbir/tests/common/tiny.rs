@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use diffbir::controlnet::ControlNetConfig;
 use diffbir::hub::release_files;
 use diffbir::ldm::clip::ClipTextConfig;
 use diffbir::ldm::{UnetConfig, VaeConfig};
@@ -44,7 +45,7 @@ pub fn tiny_models() -> ModelConfigs {
     let mut models: ModelConfigs = PipelineConfig::new(Task::Sr, Version::V21).models;
     models.stage1 = Stage1Config::SwinIr(SwinIrConfig::tiny());
     models.unet = UnetConfig::tiny();
-    models.controlnet = UnetConfig::tiny().with_hint_channels(Some(4));
+    models.controlnet = ControlNetConfig::tiny();
     models.vae = VaeConfig::tiny();
     models.clip = ClipTextConfig::tiny();
     models

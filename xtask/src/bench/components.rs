@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use diffbir::controlnet::{ControlLdm, ControlNetConfig, controlnet_sd21, init_controlnet};
+use diffbir::controlnet::{ControlLdm, ControlNetConfig};
 use diffbir::core::{Precision, cast_module};
 use diffbir::ldm::clip::ClipTextConfig;
 use diffbir::ldm::unet::Control;
@@ -256,9 +256,9 @@ fn unet_config(tiny: bool) -> UnetConfig {
 
 fn controlnet_config(tiny: bool) -> ControlNetConfig {
     if tiny {
-        UnetConfig::tiny().with_hint_channels(Some(4))
+        ControlNetConfig::tiny()
     } else {
-        controlnet_sd21()
+        ControlNetConfig::sd21()
     }
 }
 
@@ -363,8 +363,9 @@ pub fn measure(name: &str, batch: usize, device: &Device, timing: Timing) -> Res
             })
         }
         "controlnet" => {
-            let controlnet =
-                init_controlnet(&controlnet_config(tiny), device)?.with_precision(precision);
+            let controlnet = controlnet_config(tiny)
+                .init(device)?
+                .with_precision(precision);
             let i = stage2_inputs(batch, tiny, device);
             time_runs(timing, || {
                 for r in controlnet.forward(i.x.clone(), i.hint.clone(), i.t.clone(), &i.ctx) {
@@ -376,7 +377,7 @@ pub fn measure(name: &str, batch: usize, device: &Device, timing: Timing) -> Res
             // Cast as the pipeline casts it (time embeddings and output head in f32).
             let cldm = ControlLdm {
                 unet: unet_config(tiny).init(device),
-                controlnet: init_controlnet(&controlnet_config(tiny), device)?,
+                controlnet: controlnet_config(tiny).init(device)?,
             }
             .with_precision(precision);
             let i = stage2_inputs(batch, tiny, device);
@@ -409,10 +410,7 @@ pub fn measure(name: &str, batch: usize, device: &Device, timing: Timing) -> Res
             let i = stage2_inputs(batch, tiny, device);
             let target = latent(batch, i.x.dims()[2], device);
             let mut optim = AdamW::new(AdamWConfig::new(1e-5).with_weight_decay(0.01));
-            let mut controlnet = Some(trainable(init_controlnet(
-                &controlnet_config(tiny),
-                device,
-            )?));
+            let mut controlnet = Some(trainable(controlnet_config(tiny).init(device)?));
             time_runs(timing, || {
                 let Some(cn) = controlnet.take() else { return };
                 let cldm = ControlLdm {

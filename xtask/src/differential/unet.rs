@@ -4,7 +4,7 @@
 use anyhow::Result;
 use burn::module::Module;
 use burn::tensor::{DType, Device, Tensor};
-use diffbir::controlnet::{ControlLdm, ControlNet, init_controlnet};
+use diffbir::controlnet::{ControlLdm, ControlNet, ControlNetConfig};
 use diffbir::ldm::unet::{Control, PerLevel, Unet, UnetConfig};
 
 use super::draw::{self, Draw};
@@ -110,9 +110,6 @@ pub(crate) fn describe_unet(cfg: &UnetConfig) -> String {
     if let Some(v) = &cfg.num_attention_blocks {
         text += &format!(" attn_blocks={v:?}");
     }
-    if let Some(h) = cfg.hint_channels {
-        text += &format!(" hint={h}");
-    }
     text
 }
 
@@ -134,7 +131,7 @@ pub(crate) fn draw_unet(
     context_dim: usize,
     hint: Option<usize>,
     budget: usize,
-) -> Result<(UnetConfig, Option<UnetConfig>)> {
+) -> Result<(UnetConfig, Option<ControlNetConfig>)> {
     draw_until(d, |d| {
         let cfg = unet_config(d, in_channels, context_dim);
         cfg.validate().ok()?;
@@ -142,8 +139,8 @@ pub(crate) fn draw_unet(
         let mut params = cfg.init(&device).num_params();
         let cn = match hint {
             Some(h) => {
-                let cn = cfg.clone().with_hint_channels(Some(h));
-                params += init_controlnet(&cn, &device).ok()?.num_params();
+                let cn = ControlNetConfig::encoder_of(&cfg, h);
+                params += cn.init(&device).ok()?.num_params();
                 Some(cn)
             }
             None => None,
@@ -247,14 +244,14 @@ pub fn controlnet(d: &mut Draw) -> Result<Case> {
     let in_channels = d.range(1, 4);
     let context_dim = d.pick(&[4, 8, 12, 16]);
     let hint = d.range(1, 4);
-    let (cfg, _) = draw_unet(d, in_channels, context_dim, None, MAX_LATENT_PARAMS)?;
-    let cfg = cfg.with_hint_channels(Some(hint));
+    let (unet, _) = draw_unet(d, in_channels, context_dim, None, MAX_LATENT_PARAMS)?;
+    let cfg = ControlNetConfig::encoder_of(&unet, hint);
     let b = d.range(1, 2);
-    let (h, w) = (latent_side(d, &cfg), latent_side(d, &cfg));
-    let inputs = unet_inputs(d, &cfg, b, h, w);
+    let (h, w) = (latent_side(d, &unet), latent_side(d, &unet));
+    let inputs = unet_inputs(d, &unet, b, h, w);
     let hint_data = d.normal_data(&[b, hint, h, w]);
-    let config = format!("{} {}", describe_unet(&cfg), inputs.shapes);
-    let model = d.weights(init_controlnet(&cfg, &Device::flex())?);
+    let config = format!("{} hint={hint} {}", describe_unet(&unet), inputs.shapes);
+    let model = d.weights(cfg.init(&Device::flex())?);
     let params = model.num_params();
     Ok(Case::new(config, move |device, setting| {
         let cn = controlnet_on(&model, device, setting);
@@ -274,17 +271,17 @@ pub fn controlnet(d: &mut Draw) -> Result<Case> {
 }
 
 /// A `ControlLdm` (UNet and an IRControlNet of the same shape, 4 latent and hint channels
-/// as DiffBIR's) with random weights, on flex, within the parameter budget; and the
-/// ControlNet's config (the UNet's plus `hint_channels`).
+/// as DiffBIR's) with random weights, on flex, within the parameter budget; and the UNet's
+/// config (the IRControlNet copies its encoder).
 pub(crate) fn draw_cldm(d: &mut Draw, context_dim: usize) -> Result<(ControlLdm, UnetConfig)> {
     let (cfg, cn_cfg) = draw_unet(d, 4, context_dim, Some(4), 3 * MAX_LATENT_PARAMS / 2)?;
     let cn_cfg = cn_cfg.expect("a ControlNet config was asked for");
     let device = Device::flex();
     let cldm = ControlLdm {
         unet: d.weights(cfg.init(&device)),
-        controlnet: d.weights(init_controlnet(&cn_cfg, &device)?),
+        controlnet: d.weights(cn_cfg.init(&device)?),
     };
-    Ok((cldm, cn_cfg))
+    Ok((cldm, cfg))
 }
 
 /// `ControlLdm` on a device, cast with `ControlLdm::with_precision`.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use burn::store::{ModuleSnapshot, bridge};
 use burn::tensor::{Device, Tensor};
-use diffbir::controlnet::{CONTROLNET_KEYS, ControlLdm, init_controlnet};
+use diffbir::controlnet::{CONTROLNET_KEYS, ControlLdm, ControlNetConfig};
 use diffbir::core::NoiseSource;
 use diffbir::core::{Checkpoint, load_into};
 use diffbir::ldm::clip::{CLIP_EMBEDDER_KEYS, CLIP_SD21_KEYS};
@@ -69,8 +69,8 @@ pub fn unet(case: &Case, device: &Device) -> Result<Outputs> {
 
 /// `controlnet_forward`: the IRControlNet's residuals, in order.
 pub fn controlnet(case: &Case, device: &Device) -> Result<Outputs> {
-    let cfg = case.config(UnetConfig::new())?;
-    let mut cn = init_controlnet(&cfg, device)?;
+    let cfg = case.config(ControlNetConfig::new())?;
+    let mut cn = cfg.init(device)?;
     weights::load(case, &mut cn, &CONTROLNET_KEYS)?;
     let x = case.float::<4>("input.x", device)?;
     let hint = case.float::<4>("input.hint", device)?;
@@ -87,10 +87,10 @@ pub fn controlnet(case: &Case, device: &Device) -> Result<Outputs> {
 /// under the JSON pointer `base`, and its weight files.
 pub(super) fn control_ldm_at(case: &Case, base: &str, device: &Device) -> Result<ControlLdm> {
     let unet_cfg = case.config_at(&format!("{base}/unet_cfg"), UnetConfig::new())?;
-    let cn_cfg = case.config_at(&format!("{base}/controlnet_cfg"), UnetConfig::new())?;
+    let cn_cfg = case.config_at(&format!("{base}/controlnet_cfg"), ControlNetConfig::new())?;
     unet_cfg.validate()?;
     let mut unet = unet_cfg.init(device);
-    let mut controlnet = init_controlnet(&cn_cfg, device)?;
+    let mut controlnet = cn_cfg.init(device)?;
     weights::load_part(case, "unet", &mut unet, &UNET_KEYS)?;
     weights::load_part(case, "controlnet", &mut controlnet, &CONTROLNET_KEYS)?;
     Ok(ControlLdm { unet, controlnet })
@@ -120,11 +120,11 @@ pub fn cldm(case: &Case, device: &Device) -> Result<Outputs> {
 /// are the tensors that are not plain copies; the case's key lists are checked too.
 pub fn controlnet_from_unet(case: &Case, device: &Device) -> Result<Outputs> {
     let unet_cfg = case.config_at("/config/unet_cfg", UnetConfig::new())?;
-    let cn_cfg = case.config_at("/config/controlnet_cfg", UnetConfig::new())?;
+    let cn_cfg = case.config_at("/config/controlnet_cfg", ControlNetConfig::new())?;
     unet_cfg.validate()?;
     let mut unet = unet_cfg.init(device);
     weights::load_part(case, "unet", &mut unet, &UNET_KEYS)?;
-    let mut cn = init_controlnet(&cn_cfg, device)?;
+    let mut cn = cn_cfg.init(device)?;
     let report = cn.init_from_unet(&unet)?;
     let list = |name: &str| -> Result<Vec<String>> {
         let v = case.field(&format!("/result/{name}"))?.clone();
@@ -237,7 +237,7 @@ pub fn sd_checkpoint_load(case: &Case, device: &Device) -> Result<Outputs> {
         vae: case.config_at("/config/vae_cfg", VaeConfig::new())?,
         clip: super::clip::config_at(case, "/config/clip_cfg")?,
     };
-    let cn_cfg = case.config_at("/config/controlnet_cfg", UnetConfig::new())?;
+    let cn_cfg = case.config_at("/config/controlnet_cfg", ControlNetConfig::new())?;
     let sd_file = case
         .field("/sd_checkpoint")?
         .as_str()
@@ -250,7 +250,7 @@ pub fn sd_checkpoint_load(case: &Case, device: &Device) -> Result<Outputs> {
     let sd_ckpt = Checkpoint::open(case.dir.join(sd_file))?;
     let mut sd = config.init(device)?;
     let report = sd.apply(&sd_ckpt)?;
-    let mut controlnet = init_controlnet(&cn_cfg, device)?;
+    let mut controlnet = cn_cfg.init(device)?;
     let cn_report = load_into(
         &mut controlnet,
         &Checkpoint::open(case.dir.join(cn_file))?,
@@ -296,7 +296,7 @@ pub fn sd_checkpoint_load(case: &Case, device: &Device) -> Result<Outputs> {
     weights::load_part(case, "unet", &mut reference.unet, &UNET_KEYS)?;
     weights::load_part(case, "vae", &mut reference.vae, &VAE_KEYS)?;
     weights::load_part(case, "clip", &mut reference.clip, &CLIP_EMBEDDER_KEYS)?;
-    let mut reference_cn = init_controlnet(&cn_cfg, device)?;
+    let mut reference_cn = cn_cfg.init(device)?;
     weights::load_part(case, "controlnet", &mut reference_cn, &CONTROLNET_KEYS)?;
     same_tensors(&sd, &reference)?;
     same_tensors(&controlnet, &reference_cn)?;

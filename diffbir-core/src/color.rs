@@ -1,5 +1,6 @@
 //! Colour fixes that transfer the colours of the stage-1 output onto the generated image
-//! (spec §7.5).
+//! (`XPixelGroup/DiffBIR@3f8b530:diffbir/pipeline.py:L306-L311`, with
+//! `diffbir/utils/common.py:L29-L77`; v1's AdaIN: `7bd5675:utils/image/align_color.py:L44-L71`).
 //!
 //! - [`wavelet_reconstruction`] (StableSR, used by DiffBIR v2 and v2.1): the high frequencies
 //!   of the result plus the low frequencies of the reference, from a 5-level à-trous
@@ -11,17 +12,18 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Tensor, TensorData};
 
-/// Which colour fix to apply to the generated image.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ColorFix {
-    /// Wavelet reconstruction (the default of DiffBIR v2/v2.1).
-    #[default]
-    Wavelet,
-    /// Adaptive instance normalisation (DiffBIR v1's option).
-    AdaIn,
-    /// Keep the generated colours.
-    None,
+crate::named_enum! {
+    /// Which colour fix to apply to the generated image (`--color_fix`).
+    #[derive(Default)]
+    pub enum ColorFix ("colour fix") {
+        /// Wavelet reconstruction (the default of DiffBIR v2/v2.1).
+        #[default]
+        Wavelet = "wavelet",
+        /// Adaptive instance normalisation (DiffBIR v1's option).
+        AdaIn = "adain",
+        /// Keep the generated colours.
+        None = "none",
+    }
 }
 
 impl ColorFix {
@@ -35,22 +37,6 @@ impl ColorFix {
             Self::Wavelet => wavelet_reconstruction(content, reference),
             Self::AdaIn => adaptive_instance_normalization(content, reference),
             Self::None => content,
-        }
-    }
-}
-
-impl std::str::FromStr for ColorFix {
-    type Err = crate::Error;
-
-    fn from_str(s: &str) -> crate::Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "wavelet" => Ok(Self::Wavelet),
-            "adain" => Ok(Self::AdaIn),
-            "none" => Ok(Self::None),
-            _ => Err(crate::Error::invalid(
-                "colour fix",
-                format!("`{s}` is not one of wavelet, adain, none"),
-            )),
         }
     }
 }
@@ -172,9 +158,13 @@ mod tests {
 
     #[test]
     fn colour_fix_names_parse() {
-        assert_eq!("Wavelet".parse::<ColorFix>().unwrap(), ColorFix::Wavelet);
+        assert_eq!("wavelet".parse::<ColorFix>().unwrap(), ColorFix::Wavelet);
         assert_eq!("adain".parse::<ColorFix>().unwrap(), ColorFix::AdaIn);
         assert_eq!("none".parse::<ColorFix>().unwrap(), ColorFix::None);
-        assert!("sharpen".parse::<ColorFix>().is_err());
+        let err = "sharpen".parse::<ColorFix>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid colour fix: unknown colour fix `sharpen`: use wavelet, adain or none"
+        );
     }
 }

@@ -5,29 +5,21 @@ use burn::tensor::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 
-/// The float type a model computes in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// 32-bit floats (the default: highest precision, the reference's numbers).
-    #[default]
-    F32,
-    /// IEEE half precision.
-    F16,
-    /// bfloat16.
-    Bf16,
+crate::named_enum! {
+    /// The float type a model computes in.
+    #[derive(Default)]
+    pub enum Precision ("precision") {
+        /// 32-bit floats (the default: highest precision, the reference's numbers).
+        #[default]
+        F32 = "f32" | "fp32",
+        /// IEEE half precision.
+        F16 = "f16" | "fp16",
+        /// bfloat16.
+        Bf16 = "bf16",
+    }
 }
 
 impl Precision {
-    /// Its name on command lines and in reports: `f32`, `f16` or `bf16`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::F16 => "f16",
-            Self::Bf16 => "bf16",
-        }
-    }
-
     /// The burn dtype.
     pub fn dtype(self) -> DType {
         match self {
@@ -47,22 +39,6 @@ impl Precision {
                 "{self:?} is not supported by device {device:?}; use f32{}",
                 if self == Self::Bf16 { " or f16" } else { "" }
             )))
-        }
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" | "fp32" => Ok(Self::F32),
-            "f16" | "fp16" => Ok(Self::F16),
-            "bf16" => Ok(Self::Bf16),
-            _ => Err(Error::invalid(
-                "precision",
-                format!("`{s}` is not one of f32, f16, bf16"),
-            )),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The DiffBIR tasks and releases a pipeline is built for.
 //!
-//! Each enum is generated from one table of variants and names: the names are what
-//! `FromStr` accepts, what `Display` writes and what serde reads and writes, and `ALL` lists
-//! the variants in table order.
+//! Each enum is generated from one table of variants and names ([`crate::named`]): the names
+//! are what `FromStr` accepts, what `Display` writes and what serde reads and writes, and
+//! `ALL` lists the variants in table order.
 //!
 //! ```
 //! use diffbir_core::release::{Task, Version};
@@ -14,68 +14,8 @@
 //! # Ok::<(), diffbir_core::Error>(())
 //! ```
 
-use std::fmt;
-use std::str::FromStr;
-
-use crate::error::{Error, Result};
-
-/// Defines a `Copy` enum whose variants each have one name, with `ALL`, `name`, `Display`,
-/// `FromStr` and serde from the same table. `what` names the setting in errors; `refuse`, if
-/// given, is asked first about a name and may return the error for it.
-macro_rules! named_enum {
-    (
-        $(#[$meta:meta])*
-        pub enum $ty:ident ($what:literal) {
-            $( $(#[$vmeta:meta])* $variant:ident = $name:literal, )+
-        }
-        $(refuse = $refuse:path;)?
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-        pub enum $ty {
-            $( $(#[$vmeta])* #[serde(rename = $name)] $variant, )+
-        }
-
-        impl $ty {
-            /// Every value, in the order of the table.
-            pub const ALL: [Self; [$($name),+].len()] = [$(Self::$variant),+];
-
-            /// The name (`FromStr`, `Display` and serde use it).
-            pub const fn name(self) -> &'static str {
-                match self {
-                    $(Self::$variant => $name,)+
-                }
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = Error;
-
-            fn from_str(s: &str) -> Result<Self> {
-                if let Some(value) = Self::ALL.into_iter().find(|v| v.name() == s) {
-                    return Ok(value);
-                }
-                $(if let Some(error) = $refuse(s) {
-                    return Err(error);
-                })?
-                Err(Error::invalid(
-                    $what,
-                    format!(
-                        "unknown {} `{s}`: use {}",
-                        $what,
-                        one_of(Self::ALL.map(Self::name).as_slice())
-                    ),
-                ))
-            }
-        }
-    };
-}
+use crate::error::Error;
+use crate::named_enum;
 
 named_enum! {
     /// What to restore (`--task`).
@@ -112,15 +52,6 @@ fn refused_task(name: &str) -> Option<Error> {
                 .into(),
         )
     })
-}
-
-/// `a`, `a or b`, `a, b or c`.
-fn one_of(names: &[&str]) -> String {
-    match names {
-        [] => String::new(),
-        [one] => (*one).to_owned(),
-        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
-    }
 }
 
 #[cfg(test)]

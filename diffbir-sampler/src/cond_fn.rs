@@ -1,4 +1,5 @@
-//! Restoration guidance (DiffBIR's "latent image guidance", `cond_fn`; spec §5).
+//! Restoration guidance (DiffBIR's "latent image guidance", `cond_fn`;
+//! `XPixelGroup/DiffBIR@3f8b530:diffbir/utils/cond_fn.py:L6-L111`).
 //!
 //! After the spaced sampler predicts `x̂₀`, the guidance pulls it towards the stage-1 result:
 //! it takes the gradient of an MSE loss between `x̂₀` and the target (in latent space, or in
@@ -6,7 +7,8 @@
 //! (`XPixelGroup/DiffBIR@9fb2107:utils/cond_fn.py` and `SpacedSampler.apply_cond_fn` of
 //! `utils/sampler.py`) and of v1's variant (`7bd5675:model/cond_fn.py`,
 //! `model/spaced_sampler.py`), see [`GuidanceVariant`]; v2.1 keeps the loss classes but no
-//! sampler calls them (spec §5.1), so v2.1 runs use the v2 definition.
+//! sampler calls them (`3f8b530:diffbir/pipeline.py:L169-L170` only loads the target), so v2.1
+//! runs use the v2 definition.
 //!
 //! The losses' gradients are analytic (`−∂L/∂pred` of a weighted mean of squares), so they need
 //! no autodiff. RGB-space guidance backpropagates through the decoder: it needs this crate's
@@ -23,58 +25,32 @@ use crate::spaced::Spaced;
 /// The multiplier v2 applies to the configured scale (`self.scale = scale * 3000`).
 const SCALE_MULTIPLIER: f64 = 3000.0;
 
-/// The guidance loss (`--g_loss`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GuidanceLoss {
-    /// `L = Σ_b mean_{c,h,w}(pred − target)²` (`MSEGuidance`).
-    #[serde(rename = "mse")]
-    Mse,
-    /// The squared error weighted by `1 − tanh` of 2×2 block sums of the target's Sobel
-    /// magnitude, so flat regions weigh more than edges (`WeightedMSEGuidance`). RGB only.
-    #[serde(rename = "w_mse")]
-    WeightedMse,
-}
-
-impl GuidanceLoss {
-    /// Parses the reference's name (`"mse"` or `"w_mse"`).
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "mse" => Ok(Self::Mse),
-            "w_mse" => Ok(Self::WeightedMse),
-            other => Err(invalid(
-                "guidance loss",
-                format!("`{other}` is neither `mse` nor `w_mse`"),
-            )),
-        }
+diffbir_core::named_enum! {
+    /// The guidance loss (`--g_loss`).
+    pub enum GuidanceLoss ("guidance loss") {
+        /// `L = Σ_b mean_{c,h,w}(pred − target)²` (`MSEGuidance`).
+        Mse = "mse",
+        /// The squared error weighted by `1 − tanh` of 2×2 block sums of the target's Sobel
+        /// magnitude, so flat regions weigh more than edges (`WeightedMSEGuidance`). RGB only.
+        WeightedMse = "w_mse",
     }
 }
 
-/// Where the loss is computed (`--g_space`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GuidanceDomain {
-    /// On the scaled latent; the target is re-encoded (a posterior sample) every repetition.
-    #[serde(rename = "latent")]
-    Latent,
-    /// On the decoded image in `[-1, 1]`; the gradient is backpropagated through the decoder.
-    #[serde(rename = "rgb")]
-    Rgb,
-}
-
-impl GuidanceDomain {
-    /// Parses the reference's name (`"latent"` or `"rgb"`).
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "latent" => Ok(Self::Latent),
-            "rgb" => Ok(Self::Rgb),
-            other => Err(invalid(
-                "guidance space",
-                format!("`{other}` is neither `latent` nor `rgb`"),
-            )),
-        }
+diffbir_core::named_enum! {
+    /// Where the loss is computed (`--g_space`).
+    pub enum GuidanceDomain ("guidance space") {
+        /// On the scaled latent; the target is re-encoded (a posterior sample) every
+        /// repetition.
+        Latent = "latent",
+        /// On the decoded image in `[-1, 1]`; the gradient is backpropagated through the
+        /// decoder.
+        Rgb = "rgb",
     }
 }
 
-/// How the guidance gradient enters the sampler step: the two releases differ (spec §5.3–5.4).
+/// How the guidance gradient enters the sampler step: the two releases differ
+/// (`XPixelGroup/DiffBIR@9fb2107:utils/sampler.py:L163-L210` and
+/// `7bd5675:model/spaced_sampler.py:L274-L336`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GuidanceVariant {
     /// v1: the gradient is `scale · (−∂L/∂pred)`; the posterior mean is computed from the
@@ -167,7 +143,8 @@ impl RestorationGuidanceConfig {
     }
 
     /// Checks the configuration. `w_mse` needs 3-channel inputs, so it is refused in latent
-    /// space (where the original raises on the 4-channel latent; spec §5.2).
+    /// space (where the original raises on the 4-channel latent;
+    /// `XPixelGroup/DiffBIR@9fb2107:utils/cond_fn.py:L57-L60`, `WeightedMSEGuidance._get_weight`).
     pub fn init(&self) -> Result<RestorationGuidance> {
         if !self.scale.is_finite() {
             return Err(invalid(
@@ -647,8 +624,8 @@ mod tests {
             tensor(vec![0.0; 2], [1, 1, 1, 2]),
         );
         assert!(r.is_err());
-        assert!(GuidanceLoss::from_name("l1").is_err());
-        assert!(GuidanceDomain::from_name("pixel").is_err());
+        assert!("l1".parse::<GuidanceLoss>().is_err());
+        assert!("pixel".parse::<GuidanceDomain>().is_err());
     }
 
     #[test]

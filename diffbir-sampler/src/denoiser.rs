@@ -7,38 +7,15 @@
 //! ([`Tiled`](crate::Tiled)) are wrappers that implement the same trait.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
 
-/// What the network predicts; samplers convert it with the schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Parameterization {
-    /// The added noise `ε` (SD 2.1-base, DiffBIR v1 and v2).
-    #[serde(rename = "eps")]
-    Eps,
-    /// The velocity `v = √ᾱ·ε − √(1−ᾱ)·x₀` (the zero-terminal-SNR SD 2.1 of DiffBIR v2.1).
-    #[serde(rename = "v")]
-    V,
-}
-
-impl Parameterization {
-    /// The reference's name (`"eps"` or `"v"`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Eps => "eps",
-            Self::V => "v",
-        }
-    }
-
-    /// Parses the reference's name (`"eps"` or `"v"`).
-    pub fn from_name(name: &str) -> diffbir_core::Result<Self> {
-        match name {
-            "eps" => Ok(Self::Eps),
-            "v" => Ok(Self::V),
-            other => Err(diffbir_core::Error::InvalidArgument {
-                what: "parameterization".into(),
-                reason: format!("`{other}` is neither `eps` nor `v`"),
-            }),
-        }
+diffbir_core::named_enum! {
+    /// What the network predicts; samplers convert it with the schedule.
+    pub enum Parameterization ("parameterization") {
+        /// The added noise `ε` (SD 2.1-base, DiffBIR v1 and v2).
+        Eps = "eps",
+        /// The velocity `v = √ᾱ·ε − √(1−ᾱ)·x₀` (the zero-terminal-SNR SD 2.1 of DiffBIR
+        /// v2.1).
+        V = "v",
     }
 }
 
@@ -197,8 +174,8 @@ mod tests {
     #[test]
     fn parameterization_names_round_trip() {
         for p in [Parameterization::Eps, Parameterization::V] {
-            assert_eq!(Parameterization::from_name(p.name()).unwrap(), p);
+            assert_eq!(p.name().parse::<Parameterization>().unwrap(), p);
         }
-        assert!(Parameterization::from_name("x0").is_err());
+        assert!("x0".parse::<Parameterization>().is_err());
     }
 }

@@ -22,7 +22,7 @@
 //! use diffbir_core::NoiseSource;
 //! use diffbir_sampler::{
 //!     ClassifierFree, Denoiser, GuidedCond, ModelTimesteps, NoiseScheduleConfig,
-//!     Parameterization, SamplerConfig, SamplerOptions, StartPoint,
+//!     Parameterization, SamplerConfig, SamplerKind, SamplerOptions, StartPoint,
 //! };
 //!
 //! /// Any model: here one that predicts no noise.
@@ -39,7 +39,7 @@
 //!
 //! let device = burn::tensor::Device::default();
 //! let schedule = NoiseScheduleConfig::sd_v21().init();
-//! let config = SamplerConfig::from_name("edm_dpm++_3m_sde", 10, &SamplerOptions::new())?;
+//! let config = SamplerConfig::new(SamplerKind::EdmDpmPp3mSde, 10, &SamplerOptions::new());
 //! let sampler = config.init(&schedule)?;
 //! let model = ClassifierFree::new(Model, 6.0).with_rescale(config.cfg_rescale(false));
 //! let cond = GuidedCond { cond: (), uncond: Some(()) };
@@ -49,7 +49,7 @@
 //! let z = sampler.sample(&model, x_t, &cond, &mut noise, &mut ());
 //! # Ok::<(), diffbir_core::Error>(())
 //! ```
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod cond_fn;
 pub mod ddim;
@@ -74,7 +74,7 @@ pub use dpm_solver::DpmSolverConfig;
 pub use edm::{EdmAncestralConfig, EdmChurnConfig, EdmConfig, EdmLmsConfig};
 pub use guidance::{CfgRescale, ClassifierFree, GuidedCond};
 pub use observer::{SampleObserver, StepInfo};
-pub use sampler::{Sampler, SamplerConfig, SamplerOptions};
+pub use sampler::{Sampler, SamplerConfig, SamplerKind, SamplerOptions};
 pub use schedule::{NoiseSchedule, NoiseScheduleConfig};
 pub use spaced::SpacedConfig;
 pub use start::{StartPoint, noise_augment};

@@ -70,6 +70,40 @@ pub enum SamplerConfig {
 
 impl Config for SamplerConfig {}
 
+diffbir_core::named_enum! {
+    /// DiffBIR's sampler names (`--sampler`): which [`SamplerConfig`] variant to build.
+    pub enum SamplerKind ("sampler") {
+        /// `spaced`.
+        Spaced = "spaced",
+        /// `ddim`.
+        Ddim = "ddim",
+        /// `dpm++_m2`.
+        DpmPpM2 = "dpm++_m2",
+        /// `edm_euler`.
+        EdmEuler = "edm_euler",
+        /// `edm_euler_a`.
+        EdmEulerAncestral = "edm_euler_a",
+        /// `edm_heun`.
+        EdmHeun = "edm_heun",
+        /// `edm_dpm_2`.
+        EdmDpm2 = "edm_dpm_2",
+        /// `edm_dpm_2_a`.
+        EdmDpm2Ancestral = "edm_dpm_2_a",
+        /// `edm_lms`.
+        EdmLms = "edm_lms",
+        /// `edm_dpm++_2s_a`.
+        EdmDpmPp2sAncestral = "edm_dpm++_2s_a",
+        /// `edm_dpm++_sde`.
+        EdmDpmPpSde = "edm_dpm++_sde",
+        /// `edm_dpm++_2m`.
+        EdmDpmPp2m = "edm_dpm++_2m",
+        /// `edm_dpm++_2m_sde`.
+        EdmDpmPp2mSde = "edm_dpm++_2m_sde",
+        /// `edm_dpm++_3m_sde` (DiffBIR v2.1's default).
+        EdmDpmPp3mSde = "edm_dpm++_3m_sde",
+    }
+}
+
 /// The sampler settings of DiffBIR's command line, of which each sampler takes its own
 /// (`--s_churn --s_tmin --s_tmax --s_noise --eta --order`; defaults as there).
 #[derive(Config, Debug)]
@@ -95,27 +129,9 @@ pub struct SamplerOptions {
 }
 
 impl SamplerConfig {
-    /// Every sampler name DiffBIR accepts (`--sampler`).
-    pub const NAMES: [&'static str; 14] = [
-        "spaced",
-        "ddim",
-        "dpm++_m2",
-        "edm_euler",
-        "edm_euler_a",
-        "edm_heun",
-        "edm_dpm_2",
-        "edm_dpm_2_a",
-        "edm_lms",
-        "edm_dpm++_2s_a",
-        "edm_dpm++_sde",
-        "edm_dpm++_2m",
-        "edm_dpm++_2m_sde",
-        "edm_dpm++_3m_sde",
-    ];
-
-    /// The sampler DiffBIR's pipeline builds for `--sampler name`, `steps` and the command
-    /// line's sampler options (each sampler keeps the options it takes).
-    pub fn from_name(name: &str, steps: usize, options: &SamplerOptions) -> Result<Self> {
+    /// The sampler DiffBIR's pipeline builds for `--sampler`, `steps` and the command line's
+    /// sampler options (each sampler keeps the options it takes).
+    pub fn new(kind: SamplerKind, steps: usize, options: &SamplerOptions) -> Self {
         let churn = || EdmChurnConfig {
             steps,
             s_churn: options.s_churn,
@@ -128,52 +144,47 @@ impl SamplerConfig {
             eta: options.eta,
             s_noise: options.s_noise,
         };
-        Ok(match name {
-            "spaced" => Self::Spaced(SpacedConfig::new(steps)),
-            "ddim" => Self::Ddim(DdimConfig::new(steps)),
-            "dpm++_m2" => Self::DpmPpM2(DpmSolverConfig::new(steps)),
-            "edm_euler" => Self::EdmEuler(churn()),
-            "edm_euler_a" => Self::EdmEulerAncestral(ancestral()),
-            "edm_heun" => Self::EdmHeun(churn()),
-            "edm_dpm_2" => Self::EdmDpm2(churn()),
-            "edm_dpm_2_a" => Self::EdmDpm2Ancestral(ancestral()),
-            "edm_lms" => Self::EdmLms(EdmLmsConfig::new(steps).with_order(options.order)),
-            "edm_dpm++_2s_a" => Self::EdmDpmPp2sAncestral(ancestral()),
-            "edm_dpm++_sde" => Self::EdmDpmPpSde(ancestral()),
-            "edm_dpm++_2m" => Self::EdmDpmPp2m(EdmConfig::new(steps)),
-            "edm_dpm++_2m_sde" => Self::EdmDpmPp2mSde(ancestral()),
-            "edm_dpm++_3m_sde" => Self::EdmDpmPp3mSde(ancestral()),
-            other => {
-                return Err(Error::InvalidArgument {
-                    what: "sampler".into(),
-                    reason: format!(
-                        "unknown sampler `{other}`; use one of {}",
-                        Self::NAMES.join(", ")
-                    ),
-                });
-            }
-        })
+        match kind {
+            SamplerKind::Spaced => Self::Spaced(SpacedConfig::new(steps)),
+            SamplerKind::Ddim => Self::Ddim(DdimConfig::new(steps)),
+            SamplerKind::DpmPpM2 => Self::DpmPpM2(DpmSolverConfig::new(steps)),
+            SamplerKind::EdmEuler => Self::EdmEuler(churn()),
+            SamplerKind::EdmEulerAncestral => Self::EdmEulerAncestral(ancestral()),
+            SamplerKind::EdmHeun => Self::EdmHeun(churn()),
+            SamplerKind::EdmDpm2 => Self::EdmDpm2(churn()),
+            SamplerKind::EdmDpm2Ancestral => Self::EdmDpm2Ancestral(ancestral()),
+            SamplerKind::EdmLms => Self::EdmLms(EdmLmsConfig::new(steps).with_order(options.order)),
+            SamplerKind::EdmDpmPp2sAncestral => Self::EdmDpmPp2sAncestral(ancestral()),
+            SamplerKind::EdmDpmPpSde => Self::EdmDpmPpSde(ancestral()),
+            SamplerKind::EdmDpmPp2m => Self::EdmDpmPp2m(EdmConfig::new(steps)),
+            SamplerKind::EdmDpmPp2mSde => Self::EdmDpmPp2mSde(ancestral()),
+            SamplerKind::EdmDpmPp3mSde => Self::EdmDpmPp3mSde(ancestral()),
+        }
+    }
+
+    /// Which sampler this is.
+    pub fn kind(&self) -> SamplerKind {
+        match self {
+            Self::Spaced(_) => SamplerKind::Spaced,
+            Self::Ddim(_) => SamplerKind::Ddim,
+            Self::DpmPpM2(_) => SamplerKind::DpmPpM2,
+            Self::EdmEuler(_) => SamplerKind::EdmEuler,
+            Self::EdmEulerAncestral(_) => SamplerKind::EdmEulerAncestral,
+            Self::EdmHeun(_) => SamplerKind::EdmHeun,
+            Self::EdmDpm2(_) => SamplerKind::EdmDpm2,
+            Self::EdmDpm2Ancestral(_) => SamplerKind::EdmDpm2Ancestral,
+            Self::EdmLms(_) => SamplerKind::EdmLms,
+            Self::EdmDpmPp2sAncestral(_) => SamplerKind::EdmDpmPp2sAncestral,
+            Self::EdmDpmPpSde(_) => SamplerKind::EdmDpmPpSde,
+            Self::EdmDpmPp2m(_) => SamplerKind::EdmDpmPp2m,
+            Self::EdmDpmPp2mSde(_) => SamplerKind::EdmDpmPp2mSde,
+            Self::EdmDpmPp3mSde(_) => SamplerKind::EdmDpmPp3mSde,
+        }
     }
 
     /// DiffBIR's name of the sampler.
     pub fn name(&self) -> &'static str {
-        let i = match self {
-            Self::Spaced(_) => 0,
-            Self::Ddim(_) => 1,
-            Self::DpmPpM2(_) => 2,
-            Self::EdmEuler(_) => 3,
-            Self::EdmEulerAncestral(_) => 4,
-            Self::EdmHeun(_) => 5,
-            Self::EdmDpm2(_) => 6,
-            Self::EdmDpm2Ancestral(_) => 7,
-            Self::EdmLms(_) => 8,
-            Self::EdmDpmPp2sAncestral(_) => 9,
-            Self::EdmDpmPpSde(_) => 10,
-            Self::EdmDpmPp2m(_) => 11,
-            Self::EdmDpmPp2mSde(_) => 12,
-            Self::EdmDpmPp3mSde(_) => 13,
-        };
-        Self::NAMES[i]
+        self.kind().name()
     }
 
     /// The requested number of steps.
@@ -306,27 +317,28 @@ mod tests {
     #[test]
     fn every_name_round_trips() {
         let options = SamplerOptions::new();
-        for name in SamplerConfig::NAMES {
-            let config = SamplerConfig::from_name(name, 10, &options).unwrap();
-            assert_eq!(config.name(), name);
+        for kind in SamplerKind::ALL {
+            let name = kind.name();
+            let config = SamplerConfig::new(name.parse().unwrap(), 10, &options);
+            assert_eq!(config.kind(), kind);
             assert_eq!(config.steps(), 10);
             let json = serde_json::to_string(&config).unwrap();
             assert!(json.contains(&format!("\"sampler\":\"{name}\"")), "{json}");
             let back: SamplerConfig = serde_json::from_str(&json).unwrap();
             assert_eq!(back.name(), name);
         }
-        assert!(SamplerConfig::from_name("dpm++_s2", 10, &options).is_err());
+        let err = "dpm++_s2".parse::<SamplerKind>().unwrap_err();
+        assert!(err.to_string().contains("edm_dpm++_3m_sde"), "{err}");
     }
 
     #[test]
     fn ddim_ignores_eta_and_lms_keeps_its_order() {
         let options = SamplerOptions::new().with_eta(0.7).with_order(3);
-        let SamplerConfig::Ddim(ddim) = SamplerConfig::from_name("ddim", 10, &options).unwrap()
-        else {
+        let SamplerConfig::Ddim(ddim) = SamplerConfig::new(SamplerKind::Ddim, 10, &options) else {
             panic!("not ddim");
         };
         assert_eq!(ddim.eta, 0.0);
-        let SamplerConfig::EdmLms(lms) = SamplerConfig::from_name("edm_lms", 10, &options).unwrap()
+        let SamplerConfig::EdmLms(lms) = SamplerConfig::new(SamplerKind::EdmLms, 10, &options)
         else {
             panic!("not lms");
         };

@@ -1,4 +1,5 @@
-//! Where sampling starts, and noise augmentation of the condition latent (spec §3.7, §4).
+//! Where sampling starts, and noise augmentation of the condition latent
+//! (`diffbir/pipeline.py:L145-L167`).
 //!
 //! Port of the start-point and noise-augmentation steps of
 //! `XPixelGroup/DiffBIR@3f8b530:diffbir/pipeline.py::Pipeline.apply_cldm`. The pipeline draws
@@ -6,21 +7,21 @@
 
 use burn::tensor::Tensor;
 use diffbir_core::NoiseSource;
-use serde::{Deserialize, Serialize};
 
 use crate::schedule::NoiseSchedule;
 
-/// The latent sampling starts from (`--start_point_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum StartPoint {
-    /// Pure noise `x_T ~ N(0, I)`.
-    #[serde(rename = "noise")]
-    #[default]
-    Noise,
-    /// The condition latent noised to the last training timestep,
-    /// `q_sample(c_img, T − 1, ε)`. With a zero-terminal-SNR schedule this is pure noise too.
-    #[serde(rename = "cond")]
-    Cond,
+diffbir_core::named_enum! {
+    /// The latent sampling starts from (`--start_point_type`).
+    #[derive(Default)]
+    pub enum StartPoint ("start point") {
+        /// Pure noise `x_T ~ N(0, I)`.
+        #[default]
+        Noise = "noise",
+        /// The condition latent noised to the last training timestep,
+        /// `q_sample(c_img, T − 1, ε)`. With a zero-terminal-SNR schedule this is pure noise
+        /// too.
+        Cond = "cond",
+    }
 }
 
 impl StartPoint {

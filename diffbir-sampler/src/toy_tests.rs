@@ -12,7 +12,7 @@ use diffbir_core::NoiseSource;
 
 use crate::{
     ClassifierFree, Denoiser, GuidedCond, ModelTimesteps, NoiseSchedule, NoiseScheduleConfig,
-    Parameterization, SamplerConfig, SamplerOptions, Tiled,
+    Parameterization, SamplerConfig, SamplerKind, SamplerOptions, Tiled,
 };
 
 const MU: f64 = 0.5;
@@ -109,7 +109,10 @@ fn run(
     model: &Toy,
     seed: u64,
 ) -> (Vec<f64>, Vec<f64>, crate::Sampler) {
-    let config = SamplerConfig::from_name(name, steps, options).unwrap();
+    let config = name
+        .parse::<SamplerKind>()
+        .map(|kind| SamplerConfig::new(kind, steps, options))
+        .unwrap();
     let sampler = config.init(schedule).unwrap();
     let x_t = start(seed);
     let x_t_values = values(x_t.clone());
@@ -245,7 +248,9 @@ fn a_tile_covering_the_latent_equals_the_untiled_run() {
         uncond: Some(()),
     };
     for name in ["spaced", "ddim", "dpm++_m2", "edm_dpm++_3m_sde", "edm_heun"] {
-        let sampler = SamplerConfig::from_name(name, 4, &SamplerOptions::new())
+        let sampler = name
+            .parse::<SamplerKind>()
+            .map(|kind| SamplerConfig::new(kind, 4, &SamplerOptions::new()))
             .unwrap()
             .init(&schedule)
             .unwrap();
@@ -274,9 +279,8 @@ fn a_tile_covering_the_latent_equals_the_untiled_run() {
 fn the_observer_sees_every_step_and_can_stop() {
     let schedule = NoiseScheduleConfig::sd_v21().init();
     let model = Toy::new(&schedule, Parameterization::V);
-    for name in SamplerConfig::NAMES {
-        let sampler = SamplerConfig::from_name(name, 6, &SamplerOptions::new())
-            .unwrap()
+    for name in SamplerKind::ALL {
+        let sampler = SamplerConfig::new(name, 6, &SamplerOptions::new())
             .init(&schedule)
             .unwrap();
         let mut seen = Vec::new();
@@ -326,8 +330,7 @@ fn first_spaced_step(
 ) -> (Vec<f64>, Vec<f64>) {
     let schedule = NoiseScheduleConfig::sd_v2().init();
     let model = Toy::new(&schedule, Parameterization::Eps);
-    let sampler = SamplerConfig::from_name("spaced", steps, &SamplerOptions::new())
-        .unwrap()
+    let sampler = SamplerConfig::new(SamplerKind::Spaced, steps, &SamplerOptions::new())
         .init(&schedule)
         .unwrap();
     let mut seen = None;
@@ -398,8 +401,7 @@ fn guidance_pulls_the_sample_towards_the_target() {
     let target = Tensor::<4>::full([1, 1, SIDE, SIDE], -1.0, &Device::flex());
     let distance = |config: Option<&RestorationGuidanceConfig>, p: Parameterization| {
         let model = Toy::new(&schedule, p);
-        let sampler = SamplerConfig::from_name("spaced", 10, &SamplerOptions::new())
-            .unwrap()
+        let sampler = SamplerConfig::new(SamplerKind::Spaced, 10, &SamplerOptions::new())
             .init(&schedule)
             .unwrap();
         let mut noise = NoiseSource::seeded(5);
@@ -449,8 +451,7 @@ fn only_the_spaced_sampler_takes_restoration_guidance() {
         space: &Identity,
         target: &target,
     };
-    let ddim = SamplerConfig::from_name("ddim", 4, &SamplerOptions::new())
-        .unwrap()
+    let ddim = SamplerConfig::new(SamplerKind::Ddim, 4, &SamplerOptions::new())
         .init(&schedule)
         .unwrap();
     let err = ddim

@@ -10,7 +10,8 @@
 use burn::tensor::{Device, Tensor};
 use diffbir_core::NoiseSource;
 use diffbir_sampler::{
-    Denoiser, ModelTimesteps, NoiseScheduleConfig, Parameterization, SamplerConfig, SamplerOptions,
+    Denoiser, ModelTimesteps, NoiseScheduleConfig, Parameterization, SamplerConfig, SamplerKind,
+    SamplerOptions,
 };
 
 #[path = "../../testing/counting_alloc.rs"]
@@ -39,10 +40,9 @@ impl Denoiser for Shrink {
 const SHAPE: [usize; 4] = [1, 4, 64, 64];
 const LATENT_BYTES: usize = 4 * 64 * 64 * 4;
 
-fn peak(name: &str, steps: usize) -> usize {
+fn peak(name: SamplerKind, steps: usize) -> usize {
     let schedule = NoiseScheduleConfig::sd_v2().init();
-    let sampler = SamplerConfig::from_name(name, steps, &SamplerOptions::new())
-        .unwrap()
+    let sampler = SamplerConfig::new(name, steps, &SamplerOptions::new())
         .init(&schedule)
         .unwrap();
     let device = Device::flex();
@@ -59,7 +59,7 @@ fn peak(name: &str, steps: usize) -> usize {
 #[test]
 fn peak_memory_does_not_grow_with_the_steps() {
     let _guard = SERIAL.lock().unwrap();
-    for name in SamplerConfig::NAMES {
+    for name in SamplerKind::ALL {
         // Warm up the backend's pools once, then compare short and long runs.
         peak(name, 4);
         let short = peak(name, 4);

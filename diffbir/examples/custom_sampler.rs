@@ -8,7 +8,7 @@
 use std::ops::ControlFlow;
 
 use diffbir::pipeline::ModelConfigs;
-use diffbir::sampler::{SamplerConfig, SamplerOptions};
+use diffbir::sampler::{SamplerConfig, SamplerKind, SamplerOptions};
 use diffbir::{Error, Event, Pipeline, Task, Version, save_image};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let [input, output, rest @ ..] = args.as_slice() else {
         return Err("usage: custom_sampler INPUT OUTPUT [MODELS.json [MAX_STEPS]]".into());
     };
-    let sampler = SamplerConfig::from_name("ddim", 20, &SamplerOptions::new())?;
+    let sampler = SamplerConfig::new(SamplerKind::Ddim, 20, &SamplerOptions::new());
     let mut builder = Pipeline::builder(Task::Sr, Version::V21).configure(|config| {
         config.stage2.sampler = sampler;
         config.stage2.cfg_scale = 1.0;

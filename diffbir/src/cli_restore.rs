@@ -4,6 +4,7 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -14,13 +15,14 @@ use diffbir::core::image::{ReadOptions, open_image, save_image};
 use diffbir::hub::{ModelFile, release_files};
 use diffbir::pipeline::{ModelConfigs, Pipeline, PipelineConfig, Task, Version, WeightFiles};
 use diffbir::sampler::{
-    GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig, SamplerConfig, SamplerOptions,
-    StartPoint,
+    GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig, SamplerConfig, SamplerKind,
+    SamplerOptions, StartPoint,
 };
 use diffbir::stage2::VaeTiling;
 use diffbir::{Event, Observer};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cli_values::named;
 use crate::{HubArgs, Progress};
 
 /// Options of `diffbir restore` (DiffBIR's `inference.py` names in kebab case, plus ours).
@@ -32,15 +34,15 @@ pub struct RestoreArgs {
     /// Folder for the results (`<stem>.png`, or `<stem>_<i>.png` with several samples).
     #[arg(long)]
     output: PathBuf,
-    /// sr, face (aligned 512×512 faces) or denoise.
-    #[arg(long, default_value = "sr")]
-    task: String,
+    /// What to restore (face: aligned 512×512 faces).
+    #[arg(long, default_value = "sr", value_parser = named::<Task>())]
+    task: Task,
     /// Output scale relative to the input (default 4, or 1 for faces).
     #[arg(long)]
     upscale: Option<f64>,
-    /// DiffBIR release: v1, v2 or v2.1.
-    #[arg(long, default_value = "v2.1")]
-    version: String,
+    /// DiffBIR release.
+    #[arg(long, default_value = "v2.1", value_parser = named::<Version>())]
+    version: Version,
     /// Network shapes as JSON (`ModelConfigs`: stage1, unet, controlnet, vae, clip, schedule)
     /// for models of your own; the files are then given by the --*-ckpt options or found
     /// under the official names.
@@ -56,14 +58,14 @@ pub struct RestoreArgs {
     #[arg(long, aliases = ["ckpt", "controlnet_ckpt"])]
     controlnet_ckpt: Option<PathBuf>,
     /// Sampler (default: the release's).
-    #[arg(long)]
-    sampler: Option<String>,
+    #[arg(long, value_parser = named::<SamplerKind>())]
+    sampler: Option<SamplerKind>,
     /// Sampling steps (default: the release's).
     #[arg(long)]
     steps: Option<usize>,
-    /// noise or cond.
-    #[arg(long, alias = "start_point_type", default_value = "noise")]
-    start_point_type: String,
+    /// Where sampling starts: pure noise or the noised condition latent.
+    #[arg(long, alias = "start_point_type", default_value = "noise", value_parser = named::<StartPoint>())]
+    start_point_type: StartPoint,
     /// Restore in tiles (stage 1).
     #[arg(long, alias = "cleaner_tiled")]
     cleaner_tiled: bool,
@@ -84,8 +86,8 @@ pub struct RestoreArgs {
     /// How VAE tiles are processed: synced (the reference's; GroupNorm statistics shared by
     /// all tiles, which all stay in memory) or blended (v2's; independent tiles blended with
     /// Gaussian weights, memory bounded by one tile).
-    #[arg(long, alias = "vae_tiling", default_value = "synced")]
-    vae_tiling: String,
+    #[arg(long, alias = "vae_tiling", default_value = "synced", value_parser = named::<VaeTiling>())]
+    vae_tiling: VaeTiling,
     /// Diffuse in tiles (mixture of diffusers).
     #[arg(long, alias = "cldm_tiled")]
     cldm_tiled: bool,
@@ -131,9 +133,9 @@ pub struct RestoreArgs {
     /// result (spaced sampler only, untiled).
     #[arg(long)]
     guidance: bool,
-    /// Guidance loss: mse or w_mse (w_mse needs --g-space rgb).
-    #[arg(long, alias = "g_loss", default_value = "mse")]
-    g_loss: String,
+    /// Guidance loss (w_mse needs --g-space rgb).
+    #[arg(long, alias = "g_loss", default_value = "mse", value_parser = named::<GuidanceLoss>())]
+    g_loss: GuidanceLoss,
     /// Guidance scale (v1: as given; v2 and v2.1: times 3000, as the original).
     #[arg(long, alias = "g_scale", default_value_t = 0.0)]
     g_scale: f64,
@@ -147,9 +149,9 @@ pub struct RestoreArgs {
     g_start: i64,
     #[arg(long, alias = "g_stop", default_value_t = -1, allow_negative_numbers = true)]
     g_stop: i64,
-    /// Where the guidance loss is computed: latent or rgb (through the VAE decoder).
-    #[arg(long, alias = "g_space", default_value = "latent")]
-    g_space: String,
+    /// Where the guidance loss is computed (rgb: through the VAE decoder).
+    #[arg(long, alias = "g_space", default_value = "latent", value_parser = named::<GuidanceDomain>())]
+    g_space: GuidanceDomain,
     /// Guidance updates per step (default: 5 for v1, 1 otherwise).
     #[arg(long, alias = "g_repeat")]
     g_repeat: Option<usize>,
@@ -157,14 +159,14 @@ pub struct RestoreArgs {
     #[arg(long, default_value_t = 231)]
     seed: u64,
     /// cpu, wgpu, vulkan, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// fp32 (default), fp16 or bf16.
-    #[arg(long, alias = "dtype", default_value = "fp32")]
-    precision: String,
-    /// Colour fix against the stage-1 result: wavelet, adain or none.
-    #[arg(long, alias = "color_fix", default_value = "wavelet")]
-    color_fix: String,
+    #[arg(long, default_value = "cpu", value_parser = DeviceSpec::from_str)]
+    device: DeviceSpec,
+    /// Float precision (fp32, fp16 and bf16 are accepted too).
+    #[arg(long, alias = "dtype", default_value = "f32", value_parser = named::<Precision>())]
+    precision: Precision,
+    /// Colour fix against the stage-1 result.
+    #[arg(long, alias = "color_fix", default_value = "wavelet", value_parser = named::<ColorFix>())]
+    color_fix: ColorFix,
     /// Replace existing output files.
     #[arg(long)]
     overwrite: bool,
@@ -184,8 +186,7 @@ pub struct RestoreArgs {
 impl RestoreArgs {
     /// The `--g-*` settings, with the update rule of `version` (v2.1 uses v2's).
     fn guidance_config(&self, version: Version) -> Result<RestorationGuidanceConfig> {
-        let loss = GuidanceLoss::from_name(&self.g_loss)?;
-        let space = GuidanceDomain::from_name(&self.g_space)?;
+        let (loss, space) = (self.g_loss, self.g_space);
         let mut config = match version {
             Version::V1 => RestorationGuidanceConfig::v1(loss, space, self.g_scale),
             Version::V2 | Version::V21 => RestorationGuidanceConfig::new(loss, space, self.g_scale),
@@ -214,8 +215,7 @@ impl RestoreArgs {
                 path.display()
             );
         }
-        let mut config =
-            PipelineConfig::new(self.task.parse::<Task>()?, self.version.parse::<Version>()?);
+        let mut config = PipelineConfig::new(self.task, self.version);
         if let Some(path) = &self.model_config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -232,22 +232,11 @@ impl RestoreArgs {
             .with_s_noise(self.s_noise)
             .with_eta(self.eta)
             .with_order(self.order);
-        let name = self
-            .sampler
-            .clone()
-            .unwrap_or_else(|| config.stage2.sampler.name().to_string());
+        let kind = self.sampler.unwrap_or_else(|| config.stage2.sampler.kind());
         let steps = self.steps.unwrap_or_else(|| config.stage2.sampler.steps());
         let stage2 = &mut config.stage2;
-        stage2.sampler = SamplerConfig::from_name(&name, steps, &options)?;
-        stage2.start_point = serde_json::from_value::<StartPoint>(
-            self.start_point_type.clone().into(),
-        )
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "unknown start point `{}`: use noise or cond",
-                self.start_point_type
-            )
-        })?;
+        stage2.sampler = SamplerConfig::new(kind, steps, &options);
+        stage2.start_point = self.start_point_type;
         stage2.strength = self.strength;
         stage2.rescale_cfg = self.rescale_cfg;
         stage2.noise_aug = self.noise_aug;
@@ -262,11 +251,7 @@ impl RestoreArgs {
         }
         stage2.vae_encoder_tile = self.vae_encoder_tiled.then_some(self.vae_encoder_tile_size);
         stage2.vae_decoder_tile = self.vae_decoder_tiled.then_some(self.vae_decoder_tile_size);
-        stage2.vae_tiling = match self.vae_tiling.as_str() {
-            "synced" => VaeTiling::Synced,
-            "blended" => VaeTiling::Blended,
-            other => bail!("unknown VAE tiling `{other}`: use synced or blended"),
-        };
+        stage2.vae_tiling = self.vae_tiling;
         stage2.cldm_tile = self
             .cldm_tiled
             .then_some((self.cldm_tile_size, self.cldm_tile_stride));
@@ -277,8 +262,8 @@ impl RestoreArgs {
         config.cleaner_tile = self
             .cleaner_tiled
             .then_some((self.cleaner_tile_size, self.cleaner_tile_stride));
-        config.color_fix = self.color_fix.parse::<ColorFix>()?;
-        config.precision = self.precision.parse::<Precision>()?;
+        config.color_fix = self.color_fix;
+        config.precision = self.precision;
         config.n_samples = self.n_samples;
         config.batch_size = self.batch_size;
         config.validate()?;
@@ -335,7 +320,7 @@ impl Observer for Steps {
 /// Runs `diffbir restore`.
 pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
     let config = args.config()?;
-    let device = args.device.parse::<DeviceSpec>()?.device()?;
+    let device = args.device.device()?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
 

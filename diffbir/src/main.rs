@@ -3,6 +3,7 @@
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -13,6 +14,9 @@ use diffbir::pipeline::{Task, Version};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
 mod cli_restore;
+mod cli_values;
+
+use cli_values::named;
 
 #[derive(Parser, Debug)]
 #[command(name = "diffbir", version, about = "DiffBIR blind image restoration")]
@@ -82,12 +86,12 @@ impl HubArgs {
 struct DownloadArgs {
     /// Files to download, by name (see --list), upstream key (`v2.1`, `sd_v2.1`) or file name.
     names: Vec<String>,
-    /// Also download every file a DiffBIR version needs for --task: v1, v2 or v2.1.
-    #[arg(long = "version", id = "pipeline_version", value_name = "VERSION")]
-    pipeline_version: Option<String>,
-    /// The task for --version: sr, denoise or face.
-    #[arg(long, default_value = "sr", requires = "pipeline_version")]
-    task: String,
+    /// Also download every file a DiffBIR version needs for --task.
+    #[arg(long = "version", id = "pipeline_version", value_name = "VERSION", value_parser = named::<Version>())]
+    pipeline_version: Option<Version>,
+    /// The task for --version.
+    #[arg(long, default_value = "sr", requires = "pipeline_version", value_parser = named::<Task>())]
+    task: Task,
     /// List the known files and where they are, then exit.
     #[arg(long, conflicts_with_all = ["names", "pipeline_version", "verify"])]
     list: bool,
@@ -113,9 +117,9 @@ enum WeightsCommand {
         /// The architecture (see `diffbir weights models`).
         #[arg(long)]
         model: String,
-        /// Device to build the model on.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        /// Device to build the model on (cpu, wgpu, vulkan, cuda or cuda:N).
+        #[arg(long, default_value = "cpu", value_parser = DeviceSpec::from_str)]
+        device: DeviceSpec,
     },
     /// List the architectures `verify` knows.
     Models,
@@ -141,7 +145,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             model,
             device,
         }) => {
-            let device = device.parse::<DeviceSpec>()?.device()?;
+            let device = device.device()?;
             let report = diffbir::zoo::verify(&file, &model, &device)
                 .with_context(|| format!("verifying {} as `{model}`", file.display()))?;
             for key in &report.missing {
@@ -226,9 +230,8 @@ fn download(args: &DownloadArgs) -> Result<ExitCode> {
     for name in &args.names {
         files.push(hub::find_file(name)?);
     }
-    if let Some(version) = &args.pipeline_version {
-        let (task, version) = (args.task.parse::<Task>()?, version.parse::<Version>()?);
-        files.extend(hub::release_files(task, version).all());
+    if let Some(version) = args.pipeline_version {
+        files.extend(hub::release_files(args.task, version).all());
     }
     if files.is_empty() {
         bail!(

@@ -1,5 +1,7 @@
 //! The whole restoration: stage 1, DiffBIR's resize rules, stage 2, colour fix and the final
-//! resize, as `inference.py` runs it for each task and version (spec §7).
+//! resize, as `inference.py` runs it for each task and version
+//! (`XPixelGroup/DiffBIR@3f8b530:diffbir/inference/loop.py:L154-L210`,
+//! `diffbir/pipeline.py:L235-L420`).
 //!
 //! [`Pipeline::builder`] is the short way to one (downloads, defaults, a seed); this is the
 //! long way, from checkpoint files, down to tensors:
@@ -21,7 +23,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
-use diffbir_controlnet::{CONTROLNET_KEYS, ControlLdm, controlnet_sd21, init_controlnet};
+use diffbir_controlnet::{CONTROLNET_KEYS, ControlLdm, ControlNetConfig};
 use diffbir_core::color::ColorFix;
 use diffbir_core::image::image_to_tensor;
 use diffbir_core::resize::{self, pil_upscale, upscaled_size};
@@ -32,7 +34,8 @@ use diffbir_ldm::sd::{StableDiffusion, StableDiffusionConfig};
 use diffbir_ldm::{UnetConfig, VaeConfig};
 use diffbir_rm::{Restorer, RrdbNetConfig, ScuNetConfig, Stage1, Stage1Config, SwinIrConfig};
 use diffbir_sampler::{
-    NoiseScheduleConfig, SampleObserver, SamplerConfig, SamplerOptions, StartPoint, StepInfo,
+    NoiseScheduleConfig, SampleObserver, SamplerConfig, SamplerKind, SamplerOptions, StartPoint,
+    StepInfo,
 };
 use image::DynamicImage;
 use serde::{Deserialize, Serialize};
@@ -62,7 +65,7 @@ pub struct ModelConfigs {
     /// SD UNet.
     pub unet: UnetConfig,
     /// IRControlNet.
-    pub controlnet: UnetConfig,
+    pub controlnet: ControlNetConfig,
     /// SD VAE.
     pub vae: VaeConfig,
     /// Text encoder.
@@ -112,24 +115,23 @@ impl PipelineConfig {
         };
         let (sampler, steps, cfg_scale, pos, neg) = match version {
             Version::V21 => (
-                "edm_dpm++_3m_sde",
+                SamplerKind::EdmDpmPp3mSde,
                 10,
                 6.0,
                 DEFAULT_POS_PROMPT,
                 DEFAULT_NEG_PROMPT,
             ),
-            Version::V2 => ("spaced", 50, 4.0, "", V2_NEG_PROMPT),
-            Version::V1 => ("spaced", 50, 1.0, "", ""),
+            Version::V2 => (SamplerKind::Spaced, 50, 4.0, "", V2_NEG_PROMPT),
+            Version::V1 => (SamplerKind::Spaced, 50, 1.0, "", ""),
         };
-        let sampler = SamplerConfig::from_name(sampler, steps, &SamplerOptions::new())
-            .expect("the default sampler names are valid");
+        let sampler = SamplerConfig::new(sampler, steps, &SamplerOptions::new());
         Self {
             task,
             version,
             models: ModelConfigs {
                 stage1,
                 unet: UnetConfig::sd21(),
-                controlnet: controlnet_sd21(),
+                controlnet: ControlNetConfig::sd21(),
                 vae: VaeConfig::sd21(),
                 clip: ClipTextConfig::vit_h14(),
                 schedule,
@@ -265,7 +267,7 @@ impl Pipeline {
             clip: models.clip.clone(),
         };
         let (sd, _) = StableDiffusion::load(&sd_config, &Checkpoint::open(&files.sd)?, device)?;
-        let mut controlnet = init_controlnet(&models.controlnet, device)?;
+        let mut controlnet = models.controlnet.init(device)?;
         load_into(
             &mut controlnet,
             &Checkpoint::open(&files.controlnet)?,

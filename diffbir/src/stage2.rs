@@ -1,6 +1,6 @@
-//! Stage 2 of DiffBIR: from a stage-1 result to the generated image (spec §7.4,
-//! `XPixelGroup/DiffBIR@3f8b530:diffbir/pipeline.py::Pipeline.apply_cldm`). It wires the
-//! components together and holds no maths of its own.
+//! Stage 2 of DiffBIR: from a stage-1 result to the generated image
+//! (`XPixelGroup/DiffBIR@3f8b530:diffbir/pipeline.py:L71-L233`, `Pipeline.apply_cldm`). It wires
+//! the components together and holds no maths of its own.
 
 use burn::tensor::Tensor;
 use diffbir_controlnet::{ControlCond, ControlDenoiser, ControlLdm};
@@ -10,7 +10,8 @@ use diffbir_ldm::clip::{ClipTextEncoder, ClipTokenizer};
 use diffbir_ldm::vae::{AutoencoderKl, Latent, VaeTiles};
 use diffbir_sampler::{
     ClassifierFree, Denoiser, GuidanceSpace, GuidedCond, NoiseSchedule, RestorationGuidanceConfig,
-    SampleObserver, Sampler, SamplerConfig, SpacedGuidance, StartPoint, Tiled, noise_augment,
+    SampleObserver, Sampler, SamplerConfig, SamplerKind, SpacedGuidance, StartPoint, Tiled,
+    noise_augment,
 };
 
 /// The networks and schedule of stage 2.
@@ -61,16 +62,18 @@ pub struct Stage2Options {
     pub guidance: Option<RestorationGuidanceConfig>,
 }
 
-/// How tiled VAE encoding and decoding process their tiles.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum VaeTiling {
-    /// The reference's Tiled VAE (v2.1): GroupNorm statistics merged across tiles, closest
-    /// to the untiled result; all tiles stay in memory between GroupNorms.
-    #[default]
-    Synced,
-    /// v2's tiling: independent tiles half a tile apart, blended with Gaussian weights;
-    /// memory bounded by one tile and the output on every backend.
-    Blended,
+diffbir_core::named_enum! {
+    /// How tiled VAE encoding and decoding process their tiles (`--vae-tiling`).
+    #[derive(Default)]
+    pub enum VaeTiling ("VAE tiling") {
+        /// The reference's Tiled VAE (v2.1): GroupNorm statistics merged across tiles, closest
+        /// to the untiled result; all tiles stay in memory between GroupNorms.
+        #[default]
+        Synced = "synced",
+        /// v2's tiling: independent tiles half a tile apart, blended with Gaussian weights;
+        /// memory bounded by one tile and the output on every backend.
+        Blended = "blended",
+    }
 }
 
 impl VaeTiling {
@@ -127,7 +130,7 @@ impl Stage2Options {
         if let Some(guidance) = &self.guidance {
             guidance.init()?;
             guidance.check_supported()?;
-            if self.sampler.name() != "spaced" {
+            if self.sampler.kind() != SamplerKind::Spaced {
                 return bad(
                     "restoration guidance",
                     format!(

@@ -7,12 +7,13 @@ mod fixtures;
 use std::path::PathBuf;
 
 use burn::tensor::Device;
+use diffbir::controlnet::ControlNetConfig;
 use diffbir::core::NoiseSource;
 use diffbir::ldm::clip::ClipTextConfig;
 use diffbir::ldm::{UnetConfig, VaeConfig};
 use diffbir::pipeline::{Pipeline, PipelineConfig, Task, Version, WeightFiles};
 use diffbir::rm::{Stage1Config, SwinIrConfig};
-use diffbir::sampler::{SamplerConfig, SamplerOptions};
+use diffbir::sampler::{SamplerConfig, SamplerKind, SamplerOptions};
 
 fn shared() -> PathBuf {
     fixtures::fixtures()
@@ -35,11 +36,13 @@ fn tiny_pipeline_with(
     let mut config = PipelineConfig::new(Task::Sr, Version::V21);
     config.models.stage1 = Stage1Config::SwinIr(SwinIrConfig::tiny());
     config.models.unet = UnetConfig::tiny();
-    config.models.controlnet = UnetConfig::tiny().with_hint_channels(Some(4));
+    config.models.controlnet = ControlNetConfig::tiny();
     config.models.vae = VaeConfig::tiny();
     config.models.clip = ClipTextConfig::tiny();
-    config.stage2.sampler =
-        SamplerConfig::from_name(sampler, steps, &SamplerOptions::new()).unwrap();
+    config.stage2.sampler = sampler
+        .parse::<SamplerKind>()
+        .map(|kind| SamplerConfig::new(kind, steps, &SamplerOptions::new()))
+        .unwrap();
     config.upscale = upscale;
     config.n_samples = n_samples;
     config.batch_size = batch_size;

@@ -7,6 +7,7 @@ mod fixtures;
 use std::process::Command;
 
 use burn::tensor::{Device, Tensor};
+use diffbir::controlnet::ControlNetConfig;
 use diffbir::core::NoiseSource;
 use diffbir::core::image::image_to_tensor;
 use diffbir::ldm::clip::ClipTextConfig;
@@ -14,7 +15,8 @@ use diffbir::ldm::{UnetConfig, VaeConfig};
 use diffbir::pipeline::{Pipeline, PipelineConfig, Task, Version, WeightFiles};
 use diffbir::rm::{Stage1Config, SwinIrConfig};
 use diffbir::sampler::{
-    GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig, SamplerConfig, SamplerOptions,
+    GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig, SamplerConfig, SamplerKind,
+    SamplerOptions,
 };
 use diffbir::stage2::{Stage2Options, VaeTiling};
 
@@ -24,10 +26,10 @@ fn tiny_pipeline() -> Pipeline {
     let mut config = PipelineConfig::new(Task::Sr, Version::V2);
     config.models.stage1 = Stage1Config::SwinIr(SwinIrConfig::tiny());
     config.models.unet = UnetConfig::tiny();
-    config.models.controlnet = UnetConfig::tiny().with_hint_channels(Some(4));
+    config.models.controlnet = ControlNetConfig::tiny();
     config.models.vae = VaeConfig::tiny();
     config.models.clip = ClipTextConfig::tiny();
-    config.stage2.sampler = SamplerConfig::from_name("spaced", 3, &SamplerOptions::new()).unwrap();
+    config.stage2.sampler = SamplerConfig::new(SamplerKind::Spaced, 3, &SamplerOptions::new());
     let files = WeightFiles {
         stage1: fixtures.join("swinir_tiny.weights.safetensors"),
         sd: fixtures.join("sd_tiny.sd21_format.ckpt"),
@@ -91,7 +93,7 @@ fn guidance_is_refused_where_the_original_has_none() {
     let pipeline = tiny_pipeline();
     let guidance = RestorationGuidanceConfig::new(GuidanceLoss::Mse, GuidanceDomain::Latent, 1.0);
     let mut edm = pipeline.config().stage2.clone();
-    edm.sampler = SamplerConfig::from_name("edm_euler", 3, &SamplerOptions::new()).unwrap();
+    edm.sampler = SamplerConfig::new(SamplerKind::EdmEuler, 3, &SamplerOptions::new());
     edm.guidance = Some(guidance.clone());
     let mut tiled = pipeline.config().stage2.clone();
     tiled.cldm_tile = Some((64, 32));

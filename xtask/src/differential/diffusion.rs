@@ -10,7 +10,8 @@ use diffbir::core::resize::postprocess;
 use diffbir::ldm::clip::{ClipTextConfig, ClipTokenizer};
 use diffbir::ldm::vae::{DdConfig, VaeConfig};
 use diffbir::sampler::{
-    ClassifierFree, GuidedCond, NoiseScheduleConfig, SamplerConfig, SamplerOptions, StartPoint,
+    ClassifierFree, GuidedCond, NoiseScheduleConfig, SamplerConfig, SamplerKind, SamplerOptions,
+    StartPoint,
 };
 use diffbir::stage2::{Stage2, Stage2Options, VaeTiling};
 
@@ -33,12 +34,12 @@ impl SamplerChoice {
     /// the reference does).
     fn draw(d: &mut Draw) -> Result<Self> {
         draw_until(d, |d| {
-            let name = d.pick(&SamplerConfig::NAMES);
+            let name = d.pick(&SamplerKind::ALL);
             let options = SamplerOptions::new()
                 .with_eta(d.pick(&[0.0, 1.0]))
                 .with_s_churn(d.pick(&[0.0, 0.5]));
             let choice = Self {
-                config: SamplerConfig::from_name(name, d.range(2, 3), &options).ok()?,
+                config: SamplerConfig::new(name, d.range(2, 3), &options),
                 schedule: if d.coin() {
                     NoiseScheduleConfig::sd_v2()
                 } else {

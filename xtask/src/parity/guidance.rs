@@ -1,5 +1,7 @@
-//! Builders of the restoration-guidance cases (spec §5): the two losses (`guidance_cond_fn`)
-//! and v2's `SpacedSampler.apply_cond_fn` with the tiny VAE (`guidance_apply`).
+//! Builders of the restoration-guidance cases: the two losses (`guidance_cond_fn`;
+//! `XPixelGroup/DiffBIR@3f8b530:diffbir/utils/cond_fn.py:L48-L111`) and v2's
+//! `SpacedSampler.apply_cond_fn` (`9fb2107:utils/sampler.py:L163-L210`) with the tiny VAE
+//! (`guidance_apply`).
 
 use anyhow::{Context, Result, ensure};
 use burn::tensor::Device;
@@ -75,8 +77,8 @@ pub fn cond_fn(case: &Case, device: &Device) -> Result<Outputs> {
 /// with the case's tiny VAE, loss, space and time window.
 pub fn apply(case: &Case, device: &Device) -> Result<Outputs> {
     let guidance = RestorationGuidanceConfig {
-        loss: GuidanceLoss::from_name(text(case, "/loss")?)?,
-        space: GuidanceDomain::from_name(text(case, "/space")?)?,
+        loss: text(case, "/loss")?.parse()?,
+        space: text(case, "/space")?.parse()?,
         scale: number(case, "/scale")?,
         t_start: integer(case, "/t_start")?,
         t_stop: integer(case, "/t_stop")?,

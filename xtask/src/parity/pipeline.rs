@@ -49,7 +49,11 @@ pub fn apply_cldm(case: &Case, device: &Device) -> Result<Outputs> {
         .cloned()
         .context("`start_point_type`")?;
     let options = Stage2Options {
-        sampler: SamplerConfig::from_name(sampler_name, steps, &sampler::sampler_options(args)?)?,
+        sampler: SamplerConfig::new(
+            sampler_name.parse()?,
+            steps,
+            &sampler::sampler_options(args)?,
+        ),
         strength: num("strength")?,
         cfg_scale: num("cfg_scale")?,
         rescale_cfg: flag("rescale_cfg"),
@@ -74,7 +78,9 @@ pub fn apply_cldm(case: &Case, device: &Device) -> Result<Outputs> {
         } else {
             None
         },
-        // The reference's v2.1 pipeline never applies restoration guidance (spec §5.1).
+        // The reference's v2.1 pipeline never applies restoration guidance: it only loads the
+        // target (`XPixelGroup/DiffBIR@3f8b530:diffbir/pipeline.py:L169-L170`), and no sampler
+        // calls it.
         guidance: None,
     };
     let mut noise = NoiseSource::replay(case.noise_draws());

@@ -14,8 +14,8 @@ use diffbir::sampler::edm::EdmSchedule;
 use diffbir::sampler::spaced::{SpacedConfig, space_timesteps};
 use diffbir::sampler::{
     CfgRescale, ClassifierFree, Denoiser, GuidedCond, ModelTimesteps, NoiseSchedule,
-    NoiseScheduleConfig, Parameterization, SampleObserver, Sampler, SamplerConfig, SamplerOptions,
-    StartPoint, StepInfo, Tiled,
+    NoiseScheduleConfig, Parameterization, SampleObserver, Sampler, SamplerConfig, SamplerKind,
+    SamplerOptions, StartPoint, StepInfo, Tiled,
 };
 use diffbir_core::NoiseSource;
 use serde_json::Value;
@@ -38,7 +38,7 @@ pub(super) fn schedule_config(config: &Value) -> Result<NoiseScheduleConfig> {
         );
     }
     let parameterization = match config.get("parameterization").and_then(Value::as_str) {
-        Some(name) => Parameterization::from_name(name)?,
+        Some(name) => name.parse::<Parameterization>()?,
         None => Parameterization::Eps,
     };
     Ok(NoiseScheduleConfig::new()
@@ -408,7 +408,9 @@ pub fn sampler_run(case: &Case, device: &Device) -> Result<Outputs> {
         .get("expect_error")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let built = SamplerConfig::from_name(name, steps, &options)
+    let built = name
+        .parse::<SamplerKind>()
+        .map(|kind| SamplerConfig::new(kind, steps, &options))
         .and_then(|config| Ok((config.init(&schedule)?, config)));
     let (sampler, config) = match (built, expect_error) {
         (Ok(built), false) => built,

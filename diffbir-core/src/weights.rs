@@ -34,6 +34,124 @@ pub struct KeyRule {
     pub example: (&'static str, &'static str),
 }
 
+/// A piece of a rule's pattern or replacement.
+#[derive(Debug, PartialEq)]
+enum Piece {
+    /// Literal text.
+    Text(String),
+    /// A capture group's regex (in a pattern) or a `$n` reference (in a replacement).
+    Group(String),
+}
+
+/// Splits a pattern made of escaped literals, one optional leading `^` and unnested
+/// capture groups; `None` for anything else.
+fn pattern_pieces(pattern: &str) -> Option<(bool, Vec<Piece>)> {
+    let (anchored, mut rest) = match pattern.strip_prefix('^') {
+        Some(r) => (true, r),
+        None => (false, pattern),
+    };
+    let mut pieces = Vec::new();
+    let mut text = String::new();
+    while let Some(c) = rest.chars().next() {
+        rest = &rest[c.len_utf8()..];
+        match c {
+            '\\' => {
+                let e = rest.chars().next()?;
+                if e.is_alphanumeric() {
+                    return None;
+                }
+                text.push(e);
+                rest = &rest[e.len_utf8()..];
+            }
+            '(' => {
+                let end = rest.find(')')?;
+                if rest[..end].contains(['(', '\\']) {
+                    return None;
+                }
+                pieces.push(Piece::Text(std::mem::take(&mut text)));
+                pieces.push(Piece::Group(rest[..end].to_string()));
+                rest = &rest[end + 1..];
+            }
+            '.' | '*' | '+' | '?' | '[' | ']' | '{' | '}' | '|' | '$' | '^' | ')' => return None,
+            other => text.push(other),
+        }
+    }
+    pieces.push(Piece::Text(text));
+    Some((anchored, pieces))
+}
+
+/// Splits a replacement into literal text and `$n` references.
+fn replacement_pieces(replacement: &str) -> Option<Vec<Piece>> {
+    let mut pieces = Vec::new();
+    let mut text = String::new();
+    let mut chars = replacement.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' {
+            let mut digits = String::new();
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                digits.push(*d);
+                chars.next();
+            }
+            if digits.is_empty() {
+                return None;
+            }
+            pieces.push(Piece::Text(std::mem::take(&mut text)));
+            pieces.push(Piece::Group(digits));
+        } else {
+            text.push(c);
+        }
+    }
+    pieces.push(Piece::Text(text));
+    Some(pieces)
+}
+
+impl KeyRule {
+    /// The rule the other way round (module path to checkpoint key) as a regex pattern and
+    /// a replacement, for rules whose pattern is escaped literal text with an optional
+    /// leading `^` and capture groups that the replacement uses once each, in order (such as
+    /// `\.RDB([123])\.` → `.rdb$1.`); `None` for other rules.
+    pub fn inverse(&self) -> Option<(String, String)> {
+        let (anchored, pattern) = pattern_pieces(self.pattern)?;
+        let replacement = replacement_pieces(self.replacement)?;
+        let groups: Vec<&String> = pattern
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Group(g) => Some(g),
+                Piece::Text(_) => None,
+            })
+            .collect();
+        let mut inverse_pattern = String::from(if anchored { "^" } else { "" });
+        let mut used = 0;
+        for piece in &replacement {
+            match piece {
+                Piece::Text(t) => inverse_pattern.push_str(&regex::escape(t)),
+                Piece::Group(n) => {
+                    used += 1;
+                    if n.parse::<usize>().ok()? != used {
+                        return None;
+                    }
+                    inverse_pattern.push_str(&format!("({})", groups.get(used - 1)?));
+                }
+            }
+        }
+        if used != groups.len() {
+            return None;
+        }
+        let mut inverse_replacement = String::new();
+        let mut group = 0;
+        for piece in &pattern {
+            match piece {
+                Piece::Text(t) => inverse_replacement.push_str(&t.replace('$', "$$")),
+                Piece::Group(_) => {
+                    group += 1;
+                    inverse_replacement.push_str(&format!("${{{group}}}"));
+                }
+            }
+        }
+        Some((inverse_pattern, inverse_replacement))
+    }
+}
+
 /// How one model's tensors are found in a checkpoint and renamed to its module paths.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyMap {
@@ -74,12 +192,49 @@ impl KeyMap {
                     self.name, rule.pattern, rule.example.0, rule.example.1
                 ));
             }
+            let back = rule.inverse().and_then(|(p, r)| {
+                Some(
+                    Regex::new(&p)
+                        .ok()?
+                        .replace_all(rule.example.1, r.as_str())
+                        .into_owned(),
+                )
+            });
+            if back.as_deref() != Some(rule.example.0) {
+                return Err(format!(
+                    "{}: rule `{}` does not invert: `{}` goes back to {back:?}",
+                    self.name, rule.pattern, rule.example.1
+                ));
+            }
         }
         for pattern in self.droppable {
             Regex::new(pattern)
                 .map_err(|e| format!("{}: droppable `{pattern}` is not a regex: {e}", self.name))?;
         }
         Ok(())
+    }
+
+    /// The checkpoint key of a module path: [`rename`](Self::rename) undone (the rules
+    /// inverted, in reverse order) and the prefix put back. Used to write weights under the
+    /// official names.
+    ///
+    /// # Errors
+    ///
+    /// A rule that [`KeyRule::inverse`] cannot invert (every rule of the official maps can;
+    /// [`check_examples`](Self::check_examples) checks it).
+    pub fn official_key(&self, path: &str) -> Result<String> {
+        let mut key = path.to_string();
+        for rule in self.rules.iter().rev() {
+            let (pattern, replacement) = rule.inverse().ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{}: key rule `{}` cannot be inverted",
+                    self.name, rule.pattern
+                ))
+            })?;
+            let re = Regex::new(&pattern).expect("inverted patterns are valid regexes");
+            key = re.replace_all(&key, replacement.as_str()).into_owned();
+        }
+        Ok(format!("{}{key}", self.prefix))
     }
 
     fn is_droppable(&self, key: &str) -> bool {
@@ -312,6 +467,57 @@ mod tests {
     use burn::nn::conv::{Conv2d, Conv2dConfig};
     use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig};
     use burn::tensor::{Device, Tensor};
+
+    #[test]
+    fn rules_invert_to_the_official_keys() {
+        let rule = |pattern, replacement, example| KeyRule {
+            pattern,
+            replacement,
+            why: "test",
+            example,
+        };
+        let map = KeyMap {
+            name: "test",
+            prefix: "model.",
+            rules: &[],
+            droppable: &[],
+        };
+        for (r, path, key) in [
+            (
+                rule(
+                    r"\.in_layers\.0\.",
+                    ".in_norm.",
+                    ("a.in_layers.0.w", "a.in_norm.w"),
+                ),
+                "b.in_norm.bias",
+                "model.b.in_layers.0.bias",
+            ),
+            (
+                rule(r"^out\.2\.", "out_conv.", ("out.2.w", "out_conv.w")),
+                "out_conv.w",
+                "model.out.2.w",
+            ),
+            (
+                rule(r"\.RDB([123])\.", ".rdb$1.", ("t.0.RDB2.c", "t.0.rdb2.c")),
+                "t.4.rdb3.conv1.weight",
+                "model.t.4.RDB3.conv1.weight",
+            ),
+        ] {
+            let rules = Box::leak(Box::new([r]));
+            let map = KeyMap { rules, ..map };
+            map.check_examples().unwrap();
+            assert_eq!(map.official_key(path).unwrap(), key);
+            assert_eq!(map.rename(key).unwrap(), path);
+        }
+        for (pattern, replacement) in [
+            (r"\.a.*\.", ".b."),
+            (r"\.(x)(y)\.", ".$2$1."),
+            (r"\.a\.", "$x"),
+        ] {
+            let r = rule(pattern, replacement, ("", ""));
+            assert_eq!(r.inverse(), None, "{pattern} → {replacement}");
+        }
+    }
 
     #[derive(Module, Debug)]
     struct Block {

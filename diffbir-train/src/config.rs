@@ -1,5 +1,6 @@
-//! Training configurations as TOML files, mirroring DiffBIR's `configs/train/train_stage1.yaml`
-//! and `train_stage2.yaml` (spec §9): a `[model]` part, a `[dataset]` part with the
+//! Training configurations as TOML files, mirroring DiffBIR's
+//! `XPixelGroup/DiffBIR@3f8b530:configs/train/train_stage1.yaml:L1-L69` and
+//! `train_stage2.yaml:L1-L137`: a `[model]` part, a `[dataset]` part with the
 //! `CodeformerDataset` parameters, and a `[train]` part with the schedule.
 //!
 //! Relative paths in a config (file lists, folders, checkpoints) are resolved against the
@@ -10,12 +11,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use diffbir_controlnet::ControlNetConfig;
 use diffbir_ldm::clip::ClipTextConfig;
 use diffbir_ldm::{UnetConfig, VaeConfig};
 use diffbir_rm::Stage1Config;
-use diffbir_sampler::NoiseScheduleConfig;
+use diffbir_sampler::{NoiseScheduleConfig, SamplerConfig, SamplerKind, SamplerOptions};
 use serde::{Deserialize, Serialize};
 
+pub use crate::checks::resolve;
 use crate::data::{CodeformerConfig, CodeformerDataset, TrainingSet};
 use crate::error::{Error, Result};
 use crate::realesrgan::{
@@ -42,11 +45,14 @@ pub struct Stage1TrainConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetSection {
-    /// `CodeformerDataset` (spec §10.1): pairs degraded on the loader's threads.
+    /// `CodeformerDataset`
+    /// (`XPixelGroup/DiffBIR@3f8b530:diffbir/dataset/codeformer.py:L21-L133`): pairs degraded on
+    /// the loader's threads.
     #[serde(default)]
     pub train: Option<CodeformerConfig>,
-    /// `RealESRGANDataset` (spec §10.2), degraded by the top-level `[batch_transform]`;
-    /// replaces `train`.
+    /// `RealESRGANDataset`
+    /// (`XPixelGroup/DiffBIR@3f8b530:diffbir/dataset/realesrgan.py:L17-L226`), degraded by the
+    /// top-level `[batch_transform]`; replaces `train`.
     #[serde(default)]
     pub realesrgan: Option<RealEsrganConfig>,
     /// Held-out images (stage 1's validation), CodeFormer-degraded.
@@ -208,7 +214,7 @@ pub struct Stage2Models {
     /// The frozen SD UNet.
     pub unet: UnetConfig,
     /// The trained IRControlNet (`hint_channels = 4`).
-    pub controlnet: UnetConfig,
+    pub controlnet: ControlNetConfig,
     /// The frozen VAE.
     pub vae: VaeConfig,
     /// The frozen text encoder.
@@ -251,7 +257,7 @@ pub struct Stage2Schedule {
     /// Steps between sample images (0 turns them off).
     #[serde(default)]
     pub image_every: u64,
-    /// Sampling steps of the sample images (the reference: 50, spaced DDPM).
+    /// Sampling steps of the sample images (the reference: 50, spaced sampler; at least 2).
     #[serde(default = "default_sample_steps")]
     pub sample_steps: usize,
     /// Initial ControlNet weights (strict); without it the ControlNet starts from the UNet.
@@ -333,67 +339,10 @@ pub trait TrainConfig: serde::de::DeserializeOwned + Serialize {
     }
 }
 
-/// `path` if absolute; else the first of `base/path`, `base/../path`, … that exists; else
-/// `base/path`.
-pub fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        return path.to_path_buf();
-    }
-    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
-    base.ancestors()
-        .map(|dir| dir.join(path))
-        .find(|candidate| candidate.exists())
-        .unwrap_or_else(|| base.join(path))
-}
-
 fn resolve_opt(base: &Path, path: &mut Option<PathBuf>) {
     if let Some(p) = path {
         *p = resolve(base, p);
     }
-}
-
-/// A probability in `[0, 1]`.
-pub(crate) fn check_probability(field: String, p: f64) -> Result<()> {
-    if (0.0..=1.0).contains(&p) {
-        Ok(())
-    } else {
-        Err(Error::field(field, format!("must lie in [0, 1], got {p}")))
-    }
-}
-
-/// `n` non-negative weights with a positive sum (`random.choices` weights).
-pub(crate) fn check_weights(field: String, weights: &[f64], n: usize) -> Result<()> {
-    if weights.len() != n
-        || weights.iter().any(|p| !(p.is_finite() && *p >= 0.0))
-        || weights.iter().sum::<f64>() <= 0.0
-    {
-        return Err(Error::field(
-            field,
-            format!("needs {n} non-negative weights with a positive sum"),
-        ));
-    }
-    Ok(())
-}
-
-/// A finite `[low, high]` with `min <= low <= high`.
-pub(crate) fn check_range(field: String, [lo, hi]: [f64; 2], min: f64) -> Result<()> {
-    if lo.is_finite() && hi.is_finite() && lo >= min && lo <= hi {
-        Ok(())
-    } else {
-        Err(Error::field(
-            field,
-            format!("must be [low, high] with {min} <= low <= high, got [{lo}, {hi}]"),
-        ))
-    }
-}
-
-/// A JPEG quality range: `[low, high]` within `[1, 100]`.
-pub(crate) fn check_jpeg_range(field: String, range: [f64; 2]) -> Result<()> {
-    check_range(field.clone(), range, 1.0)?;
-    if range[1] > 100.0 {
-        return Err(Error::field(field, "qualities go up to 100"));
-    }
-    Ok(())
 }
 
 fn check_schedule(
@@ -530,12 +479,6 @@ impl TrainConfig for Stage2TrainConfig {
         m.vae.validate()?;
         m.clip.validate()?;
         m.stage1.validate()?;
-        if m.controlnet.hint_channels.is_none() {
-            return Err(Error::field(
-                "model.controlnet.hint_channels",
-                "must be set (4: the condition latent's channels)",
-            ));
-        }
         let max_timesteps = NoiseScheduleConfig::MAX_TIMESTEPS;
         if !(2..=max_timesteps).contains(&m.diffusion.timesteps) {
             return Err(Error::field(
@@ -590,8 +533,11 @@ impl TrainConfig for Stage2TrainConfig {
                 "must be a probability in [0, 1]",
             ));
         }
-        if t.image_every > 0 && t.sample_steps == 0 {
-            return Err(Error::field("train.sample_steps", "must be at least 1"));
+        if t.image_every > 0 {
+            // The sampler of the sample images (the reference's spaced sampler).
+            SamplerConfig::new(SamplerKind::Spaced, t.sample_steps, &SamplerOptions::new())
+                .init(&m.diffusion.init())
+                .map_err(|e| Error::field("train.sample_steps", e.to_string()))?;
         }
         for (name, p) in [
             ("sd_path", &t.sd_path),

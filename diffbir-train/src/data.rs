@@ -1,6 +1,6 @@
-//! Training data: image lists (DiffBIR's file lists or folders), the `CodeformerDataset`
-//! crops and degradations (spec §10.1), and a loader that prepares the next batches on worker
-//! threads while the training step runs.
+//! Training data: image lists (DiffBIR's file lists or folders), the `CodeformerDataset` crops
+//! and degradations (`XPixelGroup/DiffBIR@3f8b530:diffbir/dataset/codeformer.py:L53-L130`), and
+//! a loader that prepares the next batches on worker threads while the training step runs.
 //!
 //! Every random draw is made from a ChaCha8 stream derived from the run's seed and the
 //! global sample index, so a batch depends only on `(seed, step)`: a resumed run sees exactly
@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{check_jpeg_range, check_range, check_weights, resolve};
+use crate::checks::{check_jpeg_range, check_range, check_weights, resolve};
 use crate::degradation::cv::{HwcImage, downsampled_size, filter2d, resize_linear};
 pub use crate::degradation::kernels::KernelKind;
 use crate::degradation::kernels::{KernelRanges, random_mixed_kernel, uniform};
@@ -358,7 +358,9 @@ impl CodeformerDataset {
         })
     }
 
-    /// The degradation of spec §10.1 on an HWC image in `[0, 1]`.
+    /// The degradation of `CodeformerDataset.__getitem__`
+    /// (`XPixelGroup/DiffBIR@3f8b530:diffbir/dataset/codeformer.py:L98-L123`) on an HWC image
+    /// in `[0, 1]`.
     pub fn degrade(&self, gt: &HwcImage, rng: &mut ChaCha8Rng) -> Result<HwcImage> {
         let c = &self.config;
         let (w, h) = (gt.width, gt.height);

@@ -30,8 +30,9 @@
 //! println!("weights: {}", summary.weights.display());
 //! # Ok::<(), diffbir_train::Error>(())
 //! ```
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
+mod checks;
 pub mod config;
 pub mod data;
 pub mod degradation;
@@ -44,6 +45,7 @@ mod run;
 pub mod stage1;
 pub mod stage2;
 pub mod state;
+mod trainer;
 
 pub use error::{Error, Result};
 pub use run::{Event, RunOptions, Summary, Validation};

@@ -1,8 +1,10 @@
-//! The Real-ESRGAN second-order degradation of DiffBIR v2.1 (spec §10.2):
-//! [`RealEsrganDataset`] (`RealESRGANDataset`: images with long/short captions from parquet
-//! lists, the three random kernels per sample) and [`RealEsrganTransform`]
-//! (`RealESRGANBatchTransform`: USM sharpening, two rounds of blur → resize → noise → JPEG,
-//! the final sinc filter, and the 256-pair training pool), on tensors of any device.
+//! The Real-ESRGAN second-order degradation of DiffBIR v2.1:
+//! [`RealEsrganDataset`] (`RealESRGANDataset`,
+//! `XPixelGroup/DiffBIR@3f8b530:diffbir/dataset/realesrgan.py:L17-L226`: images with long/short
+//! captions from parquet lists, the three random kernels per sample) and [`RealEsrganTransform`]
+//! (`RealESRGANBatchTransform`, `diffbir/dataset/batch_transform.py:L27-L285`: USM sharpening,
+//! two rounds of blur → resize → noise → JPEG, the final sinc filter, and the 256-pair training
+//! pool), on tensors of any device.
 //!
 //! As everywhere in this crate, the random draws come from ChaCha8 streams derived from the
 //! run's seed: a sample's from its global sample number (so workers can prepare it anywhere),
@@ -18,7 +20,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{check_probability, check_range, check_weights, resolve};
+use crate::checks::{check_probability, check_range, check_weights, resolve};
 use crate::data::{CropType, ImageEntry, Sample, TrainingSet, crop, scan_folder, with_retries};
 use crate::degradation::kernels::{
     Kernel, KernelKind, KernelRanges, circular_lowpass_kernel, random_mixed_kernel, uniform,

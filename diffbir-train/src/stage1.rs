@@ -1,39 +1,31 @@
-//! The stage-1 trainer (`train_stage1.py`, spec §9.1): a restorer (SwinIR by default, any
-//! [`Stage1`] network) trained on CodeFormer-degraded pairs with the sum-reduced MSE,
-//! `AdamW(lr, weight_decay 0, betas (0.9, 0.999), eps 1e-8)`, a constant learning rate and
-//! no EMA, gradient clipping or accumulation.
+//! The stage-1 trainer (`XPixelGroup/DiffBIR@3f8b530:train_stage1.py:L21-L254`): a restorer
+//! (SwinIR by default, any [`Stage1`] network) trained on CodeFormer-degraded pairs with the
+//! sum-reduced MSE, `AdamW(lr, weight_decay 0, betas (0.9, 0.999), eps 1e-8)`, a constant
+//! learning rate and no EMA, gradient clipping or accumulation.
 //!
 //! With several devices (`train.device = "cuda:0,cuda:1"`), each computes the sum-reduced
 //! loss of its part of the global batch and the gradients are summed (see
 //! [`crate::parallel`]): the update is the one a single device makes with the whole batch.
 
-use std::time::Instant;
+use std::ops::Range;
+use std::sync::Arc;
 
-use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use diffbir_core::{Checkpoint, load_into};
 use diffbir_rm::{Restorer, Stage1};
-use serde_json::json;
 
 use crate::config::{Stage1TrainConfig, TrainConfig};
-use crate::data::{Batch, CodeformerDataset, Loader, validation_batches};
-use crate::error::{Error, Result};
+use crate::data::{Batch, CodeformerDataset, TrainingSet, validation_batches};
+use crate::error::Result;
 use crate::metrics::{psnr, ssim};
-use crate::optim::{AdamW, AdamWConfig, frozen, trainable};
-use crate::parallel::{Replica, combine, parse_devices, run_step, shards};
-use crate::run::{
-    Event, RunDir, RunOptions, Summary, Validation, check_batch_fits, check_resumable, data_state,
-    due, next_batch, restore_data, save_grid, to_tensor,
-};
-use crate::state::{
-    TrainState, load_state, module_tensors, official_tensors, save_state, state_path, weights_path,
-    write_safetensors,
-};
+use crate::parallel::scalar;
+use crate::realesrgan::RealEsrganTransform;
+use crate::run::{Event, RunOptions, Summary, Validation, to_tensor};
+use crate::state::{Named, official_tensors};
+use crate::trainer::{Grid, Schedule, Stage, train};
 
 /// The stage tag stored in stage-1 states.
 pub const STAGE1: &str = "stage1";
-
-use crate::parallel::scalar;
 
 /// Sum-reduced squared error, as `F.mse_loss(pred, gt, reduction="sum")`.
 ///
@@ -84,18 +76,6 @@ pub fn train_stage1(
 ) -> Result<Summary> {
     config.validate()?;
     let t = &config.train;
-    let devices = parse_devices(&t.device)?;
-    let device = devices[0].clone();
-    let parts = shards(t.batch_size, devices.len())?;
-    let end = options.steps.unwrap_or(t.train_steps);
-    let config_text = config.to_toml()?;
-    let (mut dir, latest) = RunDir::open(options)?;
-
-    let (train_set, mut transform) =
-        config
-            .dataset
-            .open(config.batch_transform.as_ref(), 0.5, parts.len(), &device)?;
-    check_batch_fits(train_set.len(), t.batch_size)?;
     let val = match (&config.dataset.val, t.val_every) {
         (Some(v), every) if every > 0 => Some(validation_batches(
             &CodeformerDataset::new(v, 0.5)?,
@@ -104,191 +84,126 @@ pub fn train_stage1(
         )?),
         _ => None,
     };
-
-    let mut optim = AdamW::new(AdamWConfig::new(t.learning_rate).with_weight_decay(t.weight_decay));
-    let (model, start, resumed_from) = match latest {
-        Some((_, path)) => {
-            let mut state = load_state(&path)?;
-            check_resumable(&state, STAGE1, config, &path)?;
-            restore_data(transform.as_mut(), &mut state, &path)?;
-            let mut model = config.model.init(&device)?;
-            crate::state::apply_tensors(&mut model, state.model, &path)?;
-            optim
-                .load_state(state.optimizer_step, state.optimizer, &device)
-                .map_err(|reason| Error::Checkpoint {
-                    path: path.clone(),
-                    reason,
-                })?;
-            (model, state.step, Some(path))
-        }
-        None => {
-            device.seed(t.seed);
-            let mut model = config.model.init(&device)?;
-            if let Some(weights) = &t.resume {
-                load_into(
-                    &mut model,
-                    &Checkpoint::open(weights)?,
-                    config.model.key_map(),
-                )?;
-            }
-            (model, 0, None)
-        }
-    };
-    let mut model = trainable(model);
-    let mut replicas: Vec<Replica<Stage1, ()>> = devices[1..]
-        .iter()
-        .map(|d| Replica {
-            device: d.clone(),
-            model: model.clone().fork(d),
-            ctx: (),
-        })
-        .collect();
-    observer(&Event::Started {
-        start,
-        end,
-        resumed_from: resumed_from.clone(),
-    });
-    dir.log(json!({
-        "stage": STAGE1, "event": "start", "step": start, "end": end,
-        "resumed_from": resumed_from.map(|p| p.display().to_string()),
-    }))?;
-
-    let mut validations = Vec::new();
-    if let Some(batches) = &val
-        && start == 0
-    {
-        let v = validate(&frozen(model.clone()), batches, &device, 0);
-        dir.log_validation(STAGE1, &v)?;
-        observer(&Event::Validated(v));
-        validations.push(v);
-    }
-
-    let mut loader = Loader::spawn(
-        train_set,
-        t.batch_size,
-        t.seed,
-        start,
-        end,
-        t.num_workers,
-        2,
-    );
-    let mut losses = Vec::new();
-    let mut window = Vec::new();
-    let mut train_secs = 0.0;
-    let mut step = start;
-    while step < end {
-        let tick = Instant::now();
-        let batch = next_batch(&mut loader, transform.as_mut(), &parts, t.seed)?;
-        let want_pred = due(step + 1, t.image_every) || (step == 0 && t.image_every > 0);
-        let results = run_step(
-            &device,
-            (&model, &()),
-            &mut replicas,
-            &parts,
-            |m| m,
-            |dev, m: &Stage1, _: &(), range| {
-                let part = batch.shard(range);
-                let b = part.len();
-                let lq = to_tensor(&part.lq, b, part.size, dev);
-                let gt = to_tensor(&part.gt, b, part.size, dev);
-                let pred = m.restore(lq);
-                let host = want_pred.then(|| {
-                    pred.clone()
-                        .inner()
-                        .into_data()
-                        .try_to_vec::<f32>()
-                        .unwrap_or_default()
-                });
-                (sum_mse(pred, gt), host)
-            },
-        );
-        let (mut grads, loss, preds) = combine(results, &device);
-        model = optim.step(model, &mut grads);
-        for r in &mut replicas {
-            r.model = model.clone().fork(&r.device);
-        }
-        step += 1;
-        train_secs += tick.elapsed().as_secs_f64();
-        losses.push(loss);
-        window.push(loss);
-        observer(&Event::Step { step, loss });
-
-        if due(step, t.log_every) || step == end {
-            let mean = window.iter().sum::<f64>() / window.len() as f64;
-            window.clear();
-            dir.log(json!({
-                "stage": STAGE1, "step": step, "train/loss_step": mean,
-                "lr": t.learning_rate, "steps_per_sec": losses.len() as f64 / train_secs,
-            }))?;
-        }
-        if due(step, t.image_every) || (step == 1 && t.image_every > 0) {
-            let pred: Vec<f32> = preds.into_iter().flatten().flatten().collect();
-            let path = dir.image_path(step)?;
-            save_grid(&path, &[&batch.lq, &pred, &batch.gt], batch.size, 4)?;
-            observer(&Event::Images { step, path });
-        }
-        if let Some(batches) = &val
-            && due(step, t.val_every)
-        {
-            let v = validate(&frozen(model.clone()), batches, &device, step);
-            dir.log_validation(STAGE1, &v)?;
-            observer(&Event::Validated(v));
-            validations.push(v);
-        }
-        if due(step, t.ckpt_every) || step == end {
-            let data = data_state(transform.as_ref(), batch.size)?;
-            let path = checkpoint(&dir, &model, &optim, config, &config_text, step, data)?;
-            observer(&Event::Checkpoint { step, path });
-        }
-    }
-    drop(loader);
-
-    let weights = dir.out.join("final.safetensors");
-    write_safetensors(&weights, &official_tensors(&frozen(model))?, None)?;
-    dir.log(json!({"stage": STAGE1, "event": "finished", "step": step}))?;
-    Ok(Summary {
-        start,
-        end: step,
-        steps_per_sec: if train_secs > 0.0 {
-            losses.len() as f64 / train_secs
-        } else {
-            0.0
-        },
-        losses,
-        validations,
-        weights,
-    })
+    train(&Stage1Run { config, val }, options, observer)
 }
 
-fn checkpoint(
-    dir: &RunDir,
-    model: &Stage1,
-    optim: &AdamW,
-    config: &Stage1TrainConfig,
-    config_text: &str,
-    step: u64,
-    (data, data_meta): (Vec<crate::state::Named>, String),
-) -> Result<std::path::PathBuf> {
-    let inference = frozen(model.clone());
-    write_safetensors(
-        &weights_path(&dir.checkpoints, step),
-        &official_tensors(&inference)?,
-        None,
-    )?;
-    let path = state_path(&dir.checkpoints, step);
-    save_state(
-        &path,
-        &TrainState {
-            stage: STAGE1.into(),
-            step,
-            seed: config.train.seed,
-            config: config_text.to_string(),
-            model: module_tensors(&inference)?,
-            optimizer: optim.state_tensors(),
-            optimizer_step: optim.step_count(),
-            data,
-            data_meta,
-        },
-    )?;
-    Ok(path)
+/// Stage 1 in the shared loop: the network alone, its predictions kept for the grid.
+struct Stage1Run<'a> {
+    config: &'a Stage1TrainConfig,
+    /// The held-out batches, when validation is on.
+    val: Option<Vec<Batch>>,
+}
+
+impl Stage for Stage1Run<'_> {
+    const TAG: &'static str = STAGE1;
+    const LOSS_KEY: &'static str = "train/loss_step";
+    type Config = Stage1TrainConfig;
+    type Net = Stage1;
+    type Ctx = ();
+    type Side = Vec<f32>;
+
+    fn config(&self) -> &Stage1TrainConfig {
+        self.config
+    }
+
+    fn schedule(&self) -> Schedule<'_> {
+        let t = &self.config.train;
+        Schedule {
+            learning_rate: t.learning_rate,
+            weight_decay: t.weight_decay,
+            batch_size: t.batch_size,
+            num_workers: t.num_workers,
+            train_steps: t.train_steps,
+            log_every: t.log_every,
+            ckpt_every: t.ckpt_every,
+            image_every: t.image_every,
+            val_every: t.val_every,
+            seed: t.seed,
+            device: &t.device,
+        }
+    }
+
+    fn data(
+        &self,
+        shards: usize,
+        device: &Device,
+    ) -> Result<(Arc<dyn TrainingSet>, Option<RealEsrganTransform>)> {
+        self.config
+            .dataset
+            .open(self.config.batch_transform.as_ref(), 0.5, shards, device)
+    }
+
+    fn context(&self, _device: &Device) -> Result<()> {
+        Ok(())
+    }
+
+    fn context_on(_ctx: &(), _device: &Device) {}
+
+    fn build(&self, device: &Device) -> Result<Stage1> {
+        Ok(self.config.model.init(device)?)
+    }
+
+    fn initialise(&self, net: &mut Stage1, _ctx: &()) -> Result<()> {
+        if let Some(weights) = &self.config.train.resume {
+            load_into(
+                net,
+                &Checkpoint::open(weights)?,
+                self.config.model.key_map(),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn loss(
+        &self,
+        _ctx: &(),
+        net: &Stage1,
+        batch: &Batch,
+        range: Range<usize>,
+        _step: u64,
+        keep: bool,
+        device: &Device,
+    ) -> (Tensor<1>, Option<Vec<f32>>) {
+        let part = batch.shard(range);
+        let b = part.len();
+        let lq = to_tensor(&part.lq, b, part.size, device);
+        let gt = to_tensor(&part.gt, b, part.size, device);
+        let pred = net.restore(lq);
+        let host = keep.then(|| {
+            pred.clone()
+                .inner()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap_or_default()
+        });
+        (sum_mse(pred, gt), host)
+    }
+
+    fn grid(
+        &self,
+        _ctx: &(),
+        _net: &Stage1,
+        batch: &Batch,
+        sides: Vec<Vec<f32>>,
+        _device: &Device,
+    ) -> Result<Grid> {
+        Ok(Grid {
+            rows: vec![batch.lq.clone(), sides.concat(), batch.gt.clone()],
+            columns: 4,
+        })
+    }
+
+    fn validate(&self, net: &Stage1, device: &Device, step: u64) -> Option<Validation> {
+        self.val
+            .as_ref()
+            .map(|batches| validate(net, batches, device, step))
+    }
+
+    fn official(&self, net: &Stage1) -> Result<Vec<Named>> {
+        let map = self.config.model.key_map();
+        official_tensors(net)?
+            .into_iter()
+            .map(|(path, data)| Ok((map.official_key(&path)?, data)))
+            .collect()
+    }
 }

@@ -1,8 +1,8 @@
-//! The stage-2 trainer (`train_stage2.py`, spec §9.2): the IRControlNet trained on a frozen
-//! Stable Diffusion (UNet, VAE, text encoder) and a frozen stage-1 restorer, with the latent
-//! diffusion loss for `eps` or `v`, the reference's prompt handling and
-//! `noise_aug_timestep`, and `AdamW(controlnet, lr)` with PyTorch's defaults otherwise
-//! (weight decay 0.01).
+//! The stage-2 trainer (`XPixelGroup/DiffBIR@3f8b530:train_stage2.py:L20-L241`): the
+//! IRControlNet trained on a frozen Stable Diffusion (UNet, VAE, text encoder) and a frozen
+//! stage-1 restorer, with the latent diffusion loss for `eps` or `v`, the reference's prompt
+//! handling and `noise_aug_timestep`, and `AdamW(controlnet, lr)` with PyTorch's defaults
+//! otherwise (weight decay 0.01).
 //!
 //! Per step, with `s = latent_scale_factor`:
 //!
@@ -23,33 +23,30 @@
 //! batch (see [`crate::parallel`]). Each sample's timesteps and noise are the ones it gets in
 //! a single-device run, so the update does not depend on the device count.
 
-use std::time::Instant;
+use std::ops::Range;
+use std::sync::Arc;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
-use diffbir_controlnet::{CONTROLNET_KEYS, ControlLdm, ControlNet, init_controlnet};
+use diffbir_controlnet::{CONTROLNET_KEYS, ControlCond, ControlDenoiser, ControlLdm, ControlNet};
 use diffbir_core::{Checkpoint, NoiseSource, Precision, load_into};
 use diffbir_ldm::clip::{ClipTextEncoder, ClipTokenizer};
 use diffbir_ldm::sd::{StableDiffusion, StableDiffusionConfig};
 use diffbir_ldm::vae::AutoencoderKl;
 use diffbir_rm::{Restorer, Stage1};
-use diffbir_sampler::{NoiseSchedule, Parameterization};
+use diffbir_sampler::{
+    NoiseSchedule, Parameterization, SamplerConfig, SamplerKind, SamplerOptions,
+};
 use rand::Rng;
-use serde_json::json;
 
 use crate::config::{Stage2TrainConfig, TrainConfig};
-use crate::data::{Batch, Loader, rng_for, stream};
+use crate::data::{Batch, TrainingSet, rng_for, stream};
 use crate::error::{Error, Result};
-use crate::optim::{AdamW, AdamWConfig, frozen, trainable};
-use crate::parallel::{Replica, combine, parse_devices, run_step, scalar, shards};
-use crate::run::{
-    Event, RunDir, RunOptions, Summary, check_batch_fits, check_resumable, data_state, due,
-    next_batch, restore_data, save_grid, to_tensor,
-};
-use crate::state::{
-    Named, TrainState, apply_tensors, load_state, module_tensors, official_tensors, save_state,
-    state_path, weights_path, write_safetensors,
-};
+use crate::parallel::scalar;
+use crate::realesrgan::RealEsrganTransform;
+use crate::run::{Event, RunOptions, Summary, Validation, to_tensor};
+use crate::state::{Named, official_tensors};
+use crate::trainer::{Grid, Schedule, Stage, train};
 
 /// The stage tag stored in stage-2 states.
 pub const STAGE2: &str = "stage2";
@@ -147,32 +144,6 @@ impl Frozen {
 fn timesteps(t: &[usize], device: &Device) -> Tensor<1> {
     let v: Vec<f32> = t.iter().map(|&t| t as f32).collect();
     Tensor::from_data(TensorData::new(v, [t.len()]), device)
-}
-
-/// The reference's ControlNet key names for a module path (the inverse of the UNet key
-/// map's renames).
-pub fn official_controlnet_key(path: &str) -> String {
-    const INVERSE: &[(&str, &str)] = &[
-        (".in_norm.", ".in_layers.0."),
-        (".in_conv.", ".in_layers.2."),
-        (".emb_linear.", ".emb_layers.1."),
-        (".out_norm.", ".out_layers.0."),
-        (".out_conv.", ".out_layers.3."),
-        (".ff.geglu.", ".ff.net.0.proj."),
-        (".ff.out.", ".ff.net.2."),
-    ];
-    let mut key = path.to_string();
-    for (from, to) in INVERSE {
-        key = key.replace(from, to);
-    }
-    key
-}
-
-fn controlnet_official(controlnet: &ControlNet) -> Result<Vec<Named>> {
-    Ok(official_tensors(controlnet)?
-        .into_iter()
-        .map(|(n, d)| (official_controlnet_key(&n), d))
-        .collect())
 }
 
 /// One training step's random draws, from the step's own stream; a replica's share holds
@@ -286,51 +257,35 @@ pub fn batch_loss(
     scalar(l)
 }
 
-/// Deterministic DDIM (η = 0) over `steps` evenly spaced timesteps from the non-augmented
-/// condition, decoded to RGB in `[0, 1]`.
+/// The reference's training samples: the spaced sampler over `steps` steps from pure noise,
+/// conditioned on `cond` (no classifier-free guidance), decoded to RGB in `[0, 1]`.
 pub fn sample(
     frozen_parts: &Frozen,
     cldm: &ControlLdm,
     cond: &Condition,
     steps: usize,
     noise: &mut NoiseSource,
-) -> Tensor<4> {
-    let s = &frozen_parts.schedule;
-    let ac = s.alphas_cumprod();
-    let n = ac.len();
-    let device = cond.c_img.device();
-    let mut x = noise.randn_like(&cond.c_img);
-    let b = x.dims()[0];
-    let steps = steps.clamp(1, n);
-    let ts: Vec<usize> = (0..steps).map(|i| (n - 1) - i * (n - 1) / steps).collect();
-    for (i, &t) in ts.iter().enumerate() {
-        let a = ac[t];
-        let a_prev = ts.get(i + 1).map(|&p| ac[p]).unwrap_or(1.0);
-        let out = cldm.forward(
-            x.clone(),
-            timesteps(&vec![t; b], &device),
-            &cond.c_txt,
-            cond.c_img.clone(),
-            &[],
-        );
-        let (x0, eps) = match s.parameterization() {
-            Parameterization::Eps => (
-                (x.clone() - out.clone().mul_scalar((1.0 - a).sqrt())).div_scalar(a.sqrt()),
-                out,
-            ),
-            Parameterization::V => (
-                x.clone().mul_scalar(a.sqrt()) - out.clone().mul_scalar((1.0 - a).sqrt()),
-                out.mul_scalar(a.sqrt()) + x.clone().mul_scalar((1.0 - a).sqrt()),
-            ),
-        };
-        x = x0.mul_scalar(a_prev.sqrt()) + eps.mul_scalar((1.0 - a_prev).sqrt());
-    }
-    frozen_parts
+) -> Result<Tensor<4>> {
+    let schedule = &frozen_parts.schedule;
+    let sampler =
+        SamplerConfig::new(SamplerKind::Spaced, steps, &SamplerOptions::new()).init(schedule)?;
+    let model = ControlDenoiser {
+        cldm,
+        strength: 1.0,
+        parameterization: schedule.parameterization(),
+    };
+    let cond = ControlCond {
+        c_txt: cond.c_txt.clone(),
+        c_img: cond.c_img.clone(),
+    };
+    let x_t = noise.randn_like(&cond.c_img);
+    let z = sampler.sample(&model, x_t, &cond, noise, &mut ());
+    Ok(frozen_parts
         .vae
-        .decode(x.div_scalar(frozen_parts.scale))
+        .decode(z.div_scalar(frozen_parts.scale))
         .add_scalar(1.0)
         .div_scalar(2.0)
-        .clamp(0.0, 1.0)
+        .clamp(0.0, 1.0))
 }
 
 /// The replicas' conditions, joined on `device` in sample order.
@@ -356,215 +311,157 @@ pub fn train_stage2(
     observer: &mut dyn FnMut(&Event),
 ) -> Result<Summary> {
     config.validate()?;
-    let t = &config.train;
-    let devices = parse_devices(&t.device)?;
-    let device = devices[0].clone();
-    let ranges = shards(t.batch_size, devices.len())?;
-    let end = options.steps.unwrap_or(t.train_steps);
-    let config_text = config.to_toml()?;
-    let (mut dir, latest) = RunDir::open(options)?;
-    let (train_set, mut transform) = config.dataset.open(
-        config.batch_transform.as_ref(),
-        t.p_empty_prompt,
-        ranges.len(),
-        &device,
-    )?;
-    check_batch_fits(train_set.len(), t.batch_size)?;
-    if !config.dataset.out_size().is_multiple_of(8) {
-        return Err(Error::field(
-            "dataset.out_size",
-            "stage 2 needs a multiple of 8 (the VAE's downsampling)",
-        ));
+    train(&Stage2Run { config }, options, observer)
+}
+
+/// Stage 2 in the shared loop: the IRControlNet trained, the rest frozen on every device.
+struct Stage2Run<'a> {
+    config: &'a Stage2TrainConfig,
+}
+
+impl Stage for Stage2Run<'_> {
+    const TAG: &'static str = STAGE2;
+    const LOSS_KEY: &'static str = "loss/loss_simple_step";
+    type Config = Stage2TrainConfig;
+    type Net = ControlNet;
+    type Ctx = Frozen;
+    type Side = Condition;
+
+    fn config(&self) -> &Stage2TrainConfig {
+        self.config
     }
-    let parts = Frozen::load(config, &device)?;
 
-    let mut optim = AdamW::new(AdamWConfig::new(t.learning_rate).with_weight_decay(t.weight_decay));
-    let (controlnet, start, resumed_from) = match latest {
-        Some((_, path)) => {
-            let mut state = load_state(&path)?;
-            check_resumable(&state, STAGE2, config, &path)?;
-            restore_data(transform.as_mut(), &mut state, &path)?;
-            let mut cn = init_controlnet(&config.model.controlnet, &device)?;
-            apply_tensors(&mut cn, state.model, &path)?;
-            optim
-                .load_state(state.optimizer_step, state.optimizer, &device)
-                .map_err(|reason| Error::Checkpoint {
-                    path: path.clone(),
-                    reason,
-                })?;
-            (cn, state.step, Some(path))
+    fn schedule(&self) -> Schedule<'_> {
+        let t = &self.config.train;
+        Schedule {
+            learning_rate: t.learning_rate,
+            weight_decay: t.weight_decay,
+            batch_size: t.batch_size,
+            num_workers: t.num_workers,
+            train_steps: t.train_steps,
+            log_every: t.log_every,
+            ckpt_every: t.ckpt_every,
+            image_every: t.image_every,
+            val_every: 0,
+            seed: t.seed,
+            device: &t.device,
         }
-        None => {
-            device.seed(t.seed);
-            let mut cn = init_controlnet(&config.model.controlnet, &device)?;
-            match &t.resume {
-                Some(p) => {
-                    load_into(&mut cn, &Checkpoint::open(p)?, &CONTROLNET_KEYS)?;
-                }
-                None => {
-                    cn.init_from_unet(&parts.unet)?;
-                }
-            }
-            (cn, 0, None)
-        }
-    };
-    let mut cldm = ControlLdm {
-        unet: parts.unet.clone(),
-        controlnet: trainable(controlnet),
-    };
-    let mut replicas: Vec<Replica<ControlLdm, Frozen>> = devices[1..]
-        .iter()
-        .map(|d| {
-            let ctx = parts.to_device(d);
-            Replica {
-                device: d.clone(),
-                model: ControlLdm {
-                    unet: ctx.unet.clone(),
-                    controlnet: cldm.controlnet.clone().fork(d),
-                },
-                ctx,
-            }
-        })
-        .collect();
-    observer(&Event::Started {
-        start,
-        end,
-        resumed_from: resumed_from.clone(),
-    });
-    dir.log(json!({
-        "stage": STAGE2, "event": "start", "step": start, "end": end,
-        "resumed_from": resumed_from.map(|p| p.display().to_string()),
-    }))?;
+    }
 
-    let mut loader = Loader::spawn(
-        train_set,
-        t.batch_size,
-        t.seed,
-        start,
-        end,
-        t.num_workers,
-        2,
-    );
-    let timesteps_n = parts.schedule.num_timesteps();
-    let mut losses = Vec::new();
-    let mut window = Vec::new();
-    let mut train_secs = 0.0;
-    let mut step = start;
-    while step < end {
-        let tick = Instant::now();
-        let batch = next_batch(&mut loader, transform.as_mut(), &ranges, t.seed)?;
-        let want_cond = due(step + 1, t.image_every) || (step == 0 && t.image_every > 0);
+    fn data(
+        &self,
+        shards: usize,
+        device: &Device,
+    ) -> Result<(Arc<dyn TrainingSet>, Option<RealEsrganTransform>)> {
+        let dataset = &self.config.dataset;
+        if !dataset.out_size().is_multiple_of(8) {
+            return Err(Error::field(
+                "dataset.out_size",
+                "stage 2 needs a multiple of 8 (the VAE's downsampling)",
+            ));
+        }
+        dataset.open(
+            self.config.batch_transform.as_ref(),
+            self.config.train.p_empty_prompt,
+            shards,
+            device,
+        )
+    }
+
+    fn context(&self, device: &Device) -> Result<Frozen> {
+        Frozen::load(self.config, device)
+    }
+
+    fn context_on(ctx: &Frozen, device: &Device) -> Frozen {
+        ctx.to_device(device)
+    }
+
+    fn build(&self, device: &Device) -> Result<ControlNet> {
+        Ok(self.config.model.controlnet.init(device)?)
+    }
+
+    fn initialise(&self, net: &mut ControlNet, ctx: &Frozen) -> Result<()> {
+        match &self.config.train.resume {
+            Some(p) => {
+                load_into(net, &Checkpoint::open(p)?, &CONTROLNET_KEYS)?;
+            }
+            None => {
+                net.init_from_unet(&ctx.unet)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn loss(
+        &self,
+        ctx: &Frozen,
+        net: &ControlNet,
+        batch: &Batch,
+        range: Range<usize>,
+        step: u64,
+        keep: bool,
+        device: &Device,
+    ) -> (Tensor<1>, Option<Condition>) {
+        let t = &self.config.train;
         let global = batch.len();
-        let results = run_step(
-            &device,
-            (&cldm, &parts),
-            &mut replicas,
-            &ranges,
-            |m: &ControlLdm| &m.controlnet,
-            |dev, m: &ControlLdm, ctx: &Frozen, range| {
-                let part = batch.shard(range.clone());
-                let b = part.len();
-                let mut d =
-                    draws(t.seed, step, global, timesteps_n, t.noise_aug_timestep).shard(range);
-                let (l, cond) = loss(ctx, m, &part, &mut d, t.noise_aug_timestep, dev);
-                let l = if b == global {
-                    l
-                } else {
-                    l.mul_scalar(b as f64 / global as f64)
-                };
-                (l, want_cond.then_some(cond))
-            },
-        );
-        let (mut grads, value, conds) = combine(results, &device);
-        let ControlLdm { unet, controlnet } = cldm;
-        cldm = ControlLdm {
-            unet,
-            controlnet: optim.step(controlnet, &mut grads),
+        let part = batch.shard(range.clone());
+        let b = part.len();
+        let cldm = ControlLdm {
+            unet: ctx.unet.clone(),
+            controlnet: net.clone(),
         };
-        for r in &mut replicas {
-            r.model.controlnet = cldm.controlnet.clone().fork(&r.device);
-        }
-        step += 1;
-        train_secs += tick.elapsed().as_secs_f64();
-        losses.push(value);
-        window.push(value);
-        observer(&Event::Step { step, loss: value });
-
-        if due(step, t.log_every) || step == end {
-            let mean = window.iter().sum::<f64>() / window.len() as f64;
-            window.clear();
-            dir.log(json!({
-                "stage": STAGE2, "step": step, "loss/loss_simple_step": mean,
-                "lr": t.learning_rate, "steps_per_sec": losses.len() as f64 / train_secs,
-            }))?;
-        }
-        if due(step, t.image_every) || (step == 1 && t.image_every > 0) {
-            let inference = ControlLdm {
-                unet: cldm.unet.clone(),
-                controlnet: frozen(cldm.controlnet.clone()),
-            };
-            let cond = gather(conds.into_iter().flatten().collect(), &device);
-            let mut noise = NoiseSource::seeded(t.seed);
-            let samples = sample(&parts, &inference, &cond, t.sample_steps, &mut noise);
-            let host = |x: Tensor<4>| x.into_data().try_to_vec::<f32>().unwrap_or_default();
-            let path = dir.image_path(step)?;
-            save_grid(
-                &path,
-                &[
-                    &batch.lq,
-                    &host(cond.clean.clamp(0.0, 1.0)),
-                    &host(samples),
-                    &batch.gt,
-                ],
-                batch.size,
-                8,
-            )?;
-            observer(&Event::Images { step, path });
-        }
-        if due(step, t.ckpt_every) || step == end {
-            let inference = frozen(cldm.controlnet.clone());
-            write_safetensors(
-                &weights_path(&dir.checkpoints, step),
-                &controlnet_official(&inference)?,
-                None,
-            )?;
-            let path = state_path(&dir.checkpoints, step);
-            let (data, data_meta) = data_state(transform.as_ref(), batch.size)?;
-            save_state(
-                &path,
-                &TrainState {
-                    stage: STAGE2.into(),
-                    step,
-                    seed: t.seed,
-                    config: config_text.clone(),
-                    model: module_tensors(&inference)?,
-                    optimizer: optim.state_tensors(),
-                    optimizer_step: optim.step_count(),
-                    data,
-                    data_meta,
-                },
-            )?;
-            observer(&Event::Checkpoint { step, path });
-        }
-    }
-    drop(loader);
-    let weights = dir.out.join("final.safetensors");
-    write_safetensors(
-        &weights,
-        &controlnet_official(&frozen(cldm.controlnet))?,
-        None,
-    )?;
-    dir.log(json!({"stage": STAGE2, "event": "finished", "step": step}))?;
-    Ok(Summary {
-        start,
-        end: step,
-        steps_per_sec: if train_secs > 0.0 {
-            losses.len() as f64 / train_secs
+        let timesteps = ctx.schedule.num_timesteps();
+        let mut d = draws(t.seed, step, global, timesteps, t.noise_aug_timestep).shard(range);
+        let (l, cond) = loss(ctx, &cldm, &part, &mut d, t.noise_aug_timestep, device);
+        let l = if b == global {
+            l
         } else {
-            0.0
-        },
-        losses,
-        validations: Vec::new(),
-        weights,
-    })
+            l.mul_scalar(b as f64 / global as f64)
+        };
+        (l, keep.then_some(cond))
+    }
+
+    fn grid(
+        &self,
+        ctx: &Frozen,
+        net: &ControlNet,
+        batch: &Batch,
+        sides: Vec<Condition>,
+        device: &Device,
+    ) -> Result<Grid> {
+        let cldm = ControlLdm {
+            unet: ctx.unet.clone(),
+            controlnet: net.clone(),
+        };
+        let cond = gather(sides, device);
+        let mut noise = NoiseSource::seeded(self.config.train.seed);
+        let samples = sample(
+            ctx,
+            &cldm,
+            &cond,
+            self.config.train.sample_steps,
+            &mut noise,
+        )?;
+        let host = |x: Tensor<4>| x.into_data().try_to_vec::<f32>().unwrap_or_default();
+        Ok(Grid {
+            rows: vec![
+                batch.lq.clone(),
+                host(cond.clean.clamp(0.0, 1.0)),
+                host(samples),
+                batch.gt.clone(),
+            ],
+            columns: 8,
+        })
+    }
+
+    fn validate(&self, _net: &ControlNet, _device: &Device, _step: u64) -> Option<Validation> {
+        None
+    }
+
+    fn official(&self, net: &ControlNet) -> Result<Vec<Named>> {
+        official_tensors(net)?
+            .into_iter()
+            .map(|(path, data)| Ok((CONTROLNET_KEYS.official_key(&path)?, data)))
+            .collect()
+    }
 }

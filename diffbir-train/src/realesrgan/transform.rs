@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::config::{check_jpeg_range, check_probability, check_range, check_weights};
+use crate::checks::{check_jpeg_range, check_probability, check_range, check_weights};
 use crate::data::{Batch, rng_for, stream};
 use crate::degradation::filter::{UsmSharp, filter2d};
 use crate::degradation::jpeg::{DiffJpeg, JpegQuality};

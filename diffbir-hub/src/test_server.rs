@@ -280,3 +280,39 @@ fn respond(
     let _ = out.shutdown(Shutdown::Write);
     Ok(())
 }
+
+/// `len` deterministic pseudo-random bytes for a fake weight file (`seed` picks the bytes).
+pub fn payload(len: usize, seed: u8) -> Vec<u8> {
+    let mut x = u32::from(seed).wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+/// The SHA-256 of `bytes` in lower-case hex, as the registry and the hash records write it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The names of the files in `dir` (download locks aside), sorted: what a download left.
+pub fn leftovers(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.ends_with(".lock"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}

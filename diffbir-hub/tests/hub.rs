@@ -6,33 +6,12 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use diffbir_hub::test_server::{Route, Server};
+use diffbir_hub::test_server::{Route, Server, leftovers, payload, sha256_hex};
 use diffbir_hub::{
     DownloadEvent, HashOrigin, Host, Hub, HubError, Location, ModelFile, Source, find_file,
 };
-use sha2::{Digest, Sha256};
 
 // ---- helpers ---------------------------------------------------------------------------------
-
-/// A few KB of deterministic bytes.
-fn payload(len: usize, seed: u8) -> Vec<u8> {
-    let mut x = u32::from(seed).wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x.to_le_bytes()[0]
-        })
-        .collect()
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 const HF_PATH: &str = "/acme/tiny/resolve/main/tiny.ckpt";
 const CDN_PATH: &str = "/cdn/acme/tiny.ckpt";
@@ -79,7 +58,7 @@ fn serve_hf(server: &Server, body: &[u8], cdn: Route) {
     server.route(
         HF_PATH,
         Route {
-            linked_etag: Some(sha256(body)),
+            linked_etag: Some(sha256_hex(body)),
             redirect: Some(CDN_PATH.into()),
             ..Route::default()
         },
@@ -128,19 +107,6 @@ impl diffbir_hub::DownloadObserver for Events {
     }
 }
 
-fn leftovers(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.ends_with(".lock"))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 // ---- library ---------------------------------------------------------------------------------
 
 #[test]
@@ -157,7 +123,7 @@ fn a_full_download_is_verified_and_cached() {
     assert_eq!(fs::read(&path).unwrap(), body);
     assert_eq!(
         fs::read_to_string(dir.path().join("tiny.ckpt.sha256")).unwrap(),
-        format!("{}  tiny.ckpt\n", sha256(&body))
+        format!("{}  tiny.ckpt\n", sha256_hex(&body))
     );
     assert_eq!(leftovers(dir.path()), ["tiny.ckpt", "tiny.ckpt.sha256"]);
     assert_eq!(
@@ -185,7 +151,10 @@ fn a_full_download_is_verified_and_cached() {
     let check = hub.verify(&TINY_HF).unwrap().unwrap();
     assert!(check.is_ok());
     assert_eq!(check.location, Location::Cache);
-    assert_eq!(check.expected, Some((sha256(&body), HashOrigin::Recorded)));
+    assert_eq!(
+        check.expected,
+        Some((sha256_hex(&body), HashOrigin::Recorded))
+    );
 }
 
 #[test]
@@ -334,7 +303,7 @@ fn a_corrupted_download_is_rejected_and_leaves_nothing() {
             ..Route::default()
         },
     );
-    let file = pinned(TINY_GH, sha256(&body));
+    let file = pinned(TINY_GH, sha256_hex(&body));
     let dir = tempfile::tempdir().unwrap();
     let hub = hub(&server, dir.path());
     let err = hub.fetch_file(&file, &mut ()).unwrap_err();
@@ -349,8 +318,8 @@ fn a_corrupted_download_is_rejected_and_leaves_nothing() {
         ),
         "{text}"
     );
-    assert!(text.contains(&sha256(&body)), "expected hash: {text}");
-    assert!(text.contains(&sha256(&bad)), "actual hash: {text}");
+    assert!(text.contains(&sha256_hex(&body)), "expected hash: {text}");
+    assert!(text.contains(&sha256_hex(&bad)), "actual hash: {text}");
     assert!(
         leftovers(dir.path()).is_empty(),
         "{:?}",
@@ -376,7 +345,7 @@ fn a_published_hash_that_contradicts_the_pinned_one_stops_before_downloading() {
     let server = Server::start().unwrap();
     let body = payload(4000, 8);
     serve_hf(&server, &body, Route::default());
-    let pinned_hash = sha256(b"something else");
+    let pinned_hash = sha256_hex(b"something else");
     let file = pinned(TINY_HF, pinned_hash.clone());
     let dir = tempfile::tempdir().unwrap();
     let err = hub(&server, dir.path())
@@ -387,7 +356,7 @@ fn a_published_hash_that_contradicts_the_pinned_one_stops_before_downloading() {
         "{err}"
     );
     assert!(err.to_string().contains(&pinned_hash), "{err}");
-    assert!(err.to_string().contains(&sha256(&body)), "{err}");
+    assert!(err.to_string().contains(&sha256_hex(&body)), "{err}");
     assert!(server.gets(CDN_PATH).is_empty());
     assert!(server.gets(HF_PATH).is_empty());
 }
@@ -410,7 +379,7 @@ fn a_first_download_records_its_hash_and_later_downloads_must_match_it() {
     assert_eq!(events.0.last().unwrap(), "finished None");
     assert_eq!(
         fs::read_to_string(dir.path().join("tiny.pth.sha256")).unwrap(),
-        format!("{}  tiny.pth\n", sha256(&body))
+        format!("{}  tiny.pth\n", sha256_hex(&body))
     );
 
     // The file disappears and upstream changes: the new bytes are refused.
@@ -449,7 +418,7 @@ fn a_first_download_records_its_hash_and_later_downloads_must_match_it() {
     fs::write(&path, b"tampered").unwrap();
     let check = hub.verify(&TINY_GH).unwrap().unwrap();
     assert!(!check.is_ok());
-    assert_eq!(check.sha256, sha256(b"tampered"));
+    assert_eq!(check.sha256, sha256_hex(b"tampered"));
 }
 
 #[test]
@@ -670,6 +639,6 @@ fn the_pinned_clip_merges_hash_matches_the_shipped_file() {
     let bytes = fs::read(fixtures.join("bpe_simple_vocab_16e6.txt.gz"))
         .expect("the shared fixtures hold the CLIP merges file (set DIFFBIR_FIXTURES)");
     let file = find_file("clip-bpe").unwrap();
-    assert_eq!(Some(sha256(&bytes).as_str()), file.sha256);
+    assert_eq!(Some(sha256_hex(&bytes).as_str()), file.sha256);
     assert_eq!(bytes.len() as u64, file.size);
 }

@@ -6,41 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use diffbir::hub::test_server::{Route, Server};
-use sha2::{Digest, Sha256};
-
-/// A few KB of deterministic bytes.
-fn payload(len: usize, seed: u8) -> Vec<u8> {
-    let mut x = u32::from(seed).wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x.to_le_bytes()[0]
-        })
-        .collect()
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn leftovers(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.ends_with(".lock"))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
+use diffbir::hub::test_server::{Route, Server, leftovers, payload, sha256_hex};
 
 fn diffbir(args: &[&str], home: &Path, server: &Server) -> (Output, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_diffbir"))
@@ -68,7 +34,7 @@ fn cli_downloads_verifies_and_reuses_official_files() {
         resolve,
         Route {
             body: body.clone(),
-            linked_etag: Some(sha256(&body)),
+            linked_etag: Some(sha256_hex(&body)),
             cut: Some((2000, 1)),
             ..Route::default()
         },
@@ -135,7 +101,7 @@ fn cli_rejects_a_download_that_does_not_match_its_pinned_hash() {
         stderr.contains("924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"),
         "{stderr}"
     );
-    assert!(stderr.contains(&sha256(&fake)), "{stderr}");
+    assert!(stderr.contains(&sha256_hex(&fake)), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
         leftovers(home.path()).is_empty(),

@@ -16,19 +16,11 @@ mod tiny;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use diffbir::hub::test_server::{Route, Server};
+use diffbir::hub::test_server::{Route, Server, sha256_hex};
 use diffbir::hub::{Host, find_file, release_files};
 use diffbir::pipeline::{Task, Version};
 use image::{ColorType, DynamicImage};
-use sha2::{Digest, Sha256};
 use tiny::{official_files, photo, shared};
-
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// Serves `fixture` as the official file `file_name` at the registry's first source: a Hugging
 /// Face `resolve` URL redirects to a CDN path and publishes the SHA-256 of the LFS file, as the
@@ -40,7 +32,7 @@ fn serve_official(server: &Server, file_name: &str, fixture: &str) -> &'static s
         Host::HuggingFace => {
             let cdn = format!("/cdn{}", source.path);
             let resolve = Route {
-                linked_etag: Some(sha256(&body)),
+                linked_etag: Some(sha256_hex(&body)),
                 redirect: Some(cdn.clone()),
                 ..Route::default()
             };
@@ -156,7 +148,7 @@ fn download_and_restore(
         let bytes = std::fs::read(shared().join("fixtures").join(fixture)).unwrap();
         assert!(std::fs::read(home.join(name)).unwrap() == bytes, "{name}");
         let record = std::fs::read_to_string(home.join(format!("{name}.sha256"))).unwrap();
-        assert_eq!(record, format!("{}  {name}\n", sha256(&bytes)));
+        assert_eq!(record, format!("{}  {name}\n", sha256_hex(&bytes)));
     }
     let leftovers: Vec<String> = std::fs::read_dir(&home)
         .unwrap()

@@ -1,4 +1,5 @@
 //! Shared helpers of the diffbir-rs benchmarks.
+#![deny(missing_docs)]
 
 use burn::tensor::Device;
 use diffbir_core::device::DeviceSpec;

@@ -13,6 +13,7 @@
 //! - [`tiling`]: sliding windows, Gaussian weights and tiled evaluation;
 //! - [`device`]: turning `cpu`, `wgpu` or `cuda:1` into a burn `Device`;
 //! - [`precision`]: f32, f16 or bf16 inference (weights cast after loading);
+//! - [`named`]: enums whose names come from one table (`FromStr`, `Display`, serde);
 //! - [`release`]: the DiffBIR tasks and releases (`sr`, `face`, `denoise`; `v1`, `v2`, `v2.1`);
 //! - [`alloc`]: the host allocator setting the programs start with;
 //! - [`Error`]: one error type, sorted by whose fault a failure is.
@@ -27,7 +28,7 @@
 //! image::save_image("out.png", &out)?;
 //! # Ok::<(), diffbir_core::Error>(())
 //! ```
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod alloc;
 pub mod checkpoint;
@@ -36,6 +37,7 @@ pub mod device;
 mod error;
 pub mod image;
 pub mod kernels;
+pub mod named;
 pub mod noise;
 mod pickle_guard;
 pub mod precision;

@@ -83,7 +83,7 @@
 //!   [`release_files`]) and [`HubError`] remain, with no network stack compiled in.
 //! - `test-server`: the `test_server` module, a small HTTP/1.1 server on 127.0.0.1 that imitates
 //!   Hugging Face and GitHub, for tests of code that downloads through a [`Hub`].
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 // The crate docs describe the download side too; without it, their links to it dangle.
 #![cfg_attr(not(feature = "download"), allow(rustdoc::broken_intra_doc_links))]
 

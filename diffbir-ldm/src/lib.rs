@@ -1,6 +1,6 @@
 //! The frozen Stable Diffusion 2.1 parts DiffBIR uses: the VAE, the UNet and the OpenCLIP
 //! ViT-H/14 text encoder with its tokenizer.
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod clip;
 pub mod nn;

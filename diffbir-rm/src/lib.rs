@@ -13,7 +13,7 @@
 //! let restored = model.restore(lq);
 //! # Ok::<(), diffbir_core::Error>(())
 //! ```
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod ops;
 mod restorer;

@@ -5,7 +5,9 @@ use diffbir_core::Fault;
 /// Everything that can go wrong through this crate: the foundations' and the networks'
 /// errors, the hub's, training's, and a restoration cancelled by its observer.
 ///
-/// Each kind converts with `?`, and [`Error::fault`] says whose fault it is.
+/// Each kind converts with `?`, and [`Error::fault`] says whose fault it is. The hub's and
+/// training's errors are boxed, so that a `Result` of this error stays small in callers'
+/// functions too.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -15,11 +17,11 @@ pub enum Error {
     /// A weight file that cannot be found or downloaded.
     #[cfg(feature = "download")]
     #[error(transparent)]
-    Hub(#[from] crate::hub::HubError),
+    Hub(Box<crate::hub::HubError>),
     /// A training run that cannot be prepared or run.
     #[cfg(feature = "train")]
     #[error(transparent)]
-    Train(#[from] diffbir_train::Error),
+    Train(Box<diffbir_train::Error>),
     /// The observer asked to stop ([`crate::Observer`]); nothing was returned for the image.
     #[error("the restoration was cancelled by its observer")]
     Cancelled,
@@ -37,6 +39,20 @@ impl Error {
             Self::Train(e) => e.fault(),
             Self::Cancelled => Fault::Caller,
         }
+    }
+}
+
+#[cfg(feature = "download")]
+impl From<crate::hub::HubError> for Error {
+    fn from(e: crate::hub::HubError) -> Self {
+        Self::Hub(Box::new(e))
+    }
+}
+
+#[cfg(feature = "train")]
+impl From<diffbir_train::Error> for Error {
+    fn from(e: diffbir_train::Error) -> Self {
+        Self::Train(Box::new(e))
     }
 }
 

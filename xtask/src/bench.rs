@@ -78,7 +78,7 @@ pub struct BenchArgs {
     /// Python that creates the environment of --compare-torch.
     #[arg(long, default_value = "python3")]
     pub python: String,
-    /// That environment [default: <target dir>/bench-venv].
+    /// That environment (default: `bench-venv` in the target directory).
     #[arg(long)]
     pub venv: Option<PathBuf>,
     /// Tiny configurations and inputs, to check the plumbing quickly (times mean nothing).

@@ -1,6 +1,6 @@
 //! Scaled dot-product attention, `softmax(Q·Kᵀ·scale)·V`, on the GEMM of [`super::gemm`].
 //!
-//! Per (batch, head) and block of [`QUERY_BLOCK`] queries: the scores `Q·Kᵀ` (K packed as
+//! Per (batch, head) and block of `QUERY_BLOCK` queries: the scores `Q·Kᵀ` (K packed as
 //! `Kᵀ` panels), a row softmax with a vectorised `exp` (burn-flex calls libm's scalar `expf`
 //! per score, a fifth of a UNet step), then `P·V`, each row divided by its sum at the end.
 //! The scores of one block (at most `QUERY_BLOCK × keys` floats) are the only buffer.

@@ -7,8 +7,8 @@
 //!
 //! - [`conv2d`]: an implicit-GEMM convolution on NCHW data ([`conv`]) over register-blocked
 //!   AVX-512 / AVX2 micro-kernels chosen at run time ([`microkernel`], [`gemm`]);
-//! - [`linear`]: a linear layer as one GEMM with a bias per column ([`linear`](mod@linear));
-//! - [`attention`]: scaled dot-product attention on the same GEMM with a vectorised softmax
+//! - [`linear()`]: a linear layer as one GEMM with a bias per column ([`linear`](mod@linear));
+//! - [`attention()`]: scaled dot-product attention on the same GEMM with a vectorised softmax
 //!   ([`attention`](mod@attention));
 //! - [`silu`]: SiLU with a vectorised `exp`, in place when the tensor is not shared
 //!   ([`activation`]).

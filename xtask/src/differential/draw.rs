@@ -88,7 +88,7 @@ impl Draw {
     }
 
     /// Replaces every float parameter of `module` with host-drawn values (see
-    /// [`RandomWeights`]); the module stays on its device.
+    /// `RandomWeights`); the module stays on its device.
     pub fn weights<M: Module>(&mut self, module: M) -> M {
         module.map(&mut RandomWeights {
             draw: self,

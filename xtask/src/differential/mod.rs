@@ -52,7 +52,7 @@ pub const MAX_LATENT_PARAMS: usize = 1_000_000;
 /// `cargo xtask differential` options.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DifferentialArgs {
-    /// Device under test: wgpu, vulkan, cuda[:N], or cpu (flex against itself: must match
+    /// Device under test: wgpu, vulkan, cuda or cuda:N, or cpu (flex against itself: must match
     /// exactly, a self-check of the harness).
     #[arg(long, default_value = "wgpu")]
     pub device: String,
@@ -145,7 +145,7 @@ impl Setting {
         jitter: None,
     };
 
-    /// The dtype of inputs to modules cast by [`moved`].
+    /// The dtype of inputs to modules cast by `moved`.
     pub fn dtype(&self) -> DType {
         self.precision.dtype()
     }

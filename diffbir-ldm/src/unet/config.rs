@@ -1,4 +1,6 @@
-//! The UNet's settings (`UNetModel.__init__`) and how they build its blocks.
+//! The UNet's settings (`UNetModel.__init__`,
+//! `XPixelGroup/DiffBIR@3f8b530:diffbir/model/unet.py:L361-L686`) and how they build its
+//! blocks.
 
 use burn::config::Config;
 use burn::nn::{GroupNormConfig, LayerNormConfig, LinearConfig};

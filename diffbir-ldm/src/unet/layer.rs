@@ -1,4 +1,6 @@
-//! The layers of a `TimestepEmbedSequential`, how a block runs, and how blocks are cast.
+//! The layers of a `TimestepEmbedSequential`
+//! (`XPixelGroup/DiffBIR@3f8b530:diffbir/model/unet.py:L34-L110`: it and `Upsample`,
+//! `Downsample`), how a block runs, and how blocks are cast.
 
 use burn::module::Module;
 use burn::tensor::module::avg_pool2d;

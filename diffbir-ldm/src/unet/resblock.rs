@@ -1,5 +1,6 @@
-//! The residual block with time conditioning (`ResBlock` of `openaimodel.py`), and the
-//! `GroupNorm32` it normalises with.
+//! The residual block with time conditioning (`ResBlock`,
+//! `XPixelGroup/DiffBIR@3f8b530:diffbir/model/unet.py:L111-L223`), and the `GroupNorm32` it
+//! normalises with (`diffbir/model/util.py:L176-L193`).
 
 use burn::module::Module;
 use burn::nn::{GroupNorm, GroupNormConfig};

@@ -1,4 +1,5 @@
-//! The sinusoidal timestep embedding and the time MLP.
+//! The sinusoidal timestep embedding
+//! (`XPixelGroup/DiffBIR@3f8b530:diffbir/model/util.py:L128-L148`) and the time MLP.
 
 use burn::tensor::{Int, Tensor};
 use diffbir_core::kernels::{Linear, silu};

@@ -1,4 +1,6 @@
-//! The spatial transformer (`SpatialTransformer` of `attention.py`) and its blocks.
+//! The spatial transformer and its blocks (`CrossAttention`, `FeedForward`,
+//! `BasicTransformerBlock`, `SpatialTransformer` of
+//! `XPixelGroup/DiffBIR@3f8b530:diffbir/model/attention.py:L19-L353`).
 
 use burn::module::Module;
 use burn::nn::{GroupNorm, LayerNorm};

@@ -108,6 +108,25 @@ impl Options {
     fn exact(&self) -> bool {
         self.device == Device::flex() && self.precision == Precision::F32
     }
+
+    /// The setting of the reference's perturbed run, whose distance from the reference says
+    /// how sensitive the draw is: the weights jittered by a rounding-sized amount in f32
+    /// (and for flex itself); for f16 or bf16 on another device, the models run on flex in
+    /// that precision, since the draw's own sensitivity to half precision is what any other
+    /// set of half-precision kernels (another accumulation order) also meets.
+    fn perturbed(&self, jitter_seed: u64) -> Setting {
+        if self.precision != Precision::F32 && self.device != Device::flex() {
+            Setting {
+                precision: self.precision,
+                jitter: None,
+            }
+        } else {
+            Setting {
+                jitter: Some((jitter_seed, jitter_eps(self.precision))),
+                ..Setting::REFERENCE
+            }
+        }
+    }
 }
 
 /// How a case is run: the precision of the models under test, and whether the reference's
@@ -133,9 +152,9 @@ pub fn jitter_eps(precision: Precision) -> f64 {
     }
 }
 
-/// The jittered reference's difference from the reference, times this, is the least a
-/// device's difference may be: an ill-conditioned draw (saturated softmax, long residual
-/// chains) amplifies rounding that much.
+/// The perturbed reference's difference from the reference ([`Options::perturbed`]), times
+/// this, is the least a device's difference may be: an ill-conditioned draw (saturated
+/// softmax, long residual chains, GroupNorm over a few pixels) amplifies rounding that much.
 pub const JITTER_FACTOR: f64 = 10.0;
 
 impl Setting {

@@ -12,7 +12,6 @@ use diffbir_core::Precision;
 use super::draw::Draw;
 use super::{
     FAMILIES, Family, JITTER_FACTOR, Options, OutputDiff, Setting, Tolerance, compare, families,
-    jitter_eps,
 };
 
 /// Outcome of one case.
@@ -160,20 +159,17 @@ fn run_case(family: &Family, index: usize, options: &Options) -> CaseReport {
             return report;
         }
     };
-    // The reference again with jittered weights: how far rounding-sized changes move it.
+    // The reference perturbed: how far rounding-sized changes move it.
     let jitter_seed = draw.seed();
     let jittered = if options.exact() {
         None
     } else {
-        let setting = Setting {
-            jitter: Some((jitter_seed, jitter_eps(options.precision))),
-            ..Setting::REFERENCE
-        };
+        let setting = options.perturbed(jitter_seed);
         match guarded(|| (case.run)(&Device::flex(), &setting)) {
             Ok(j) => Some(j),
             Err(e) => {
                 report.status = Status::Fail(format!(
-                    "the jittered reference (flex) failed: {}",
+                    "the perturbed reference (flex) failed: {}",
                     one_line(&e)
                 ));
                 return report;

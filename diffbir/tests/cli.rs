@@ -3,18 +3,16 @@
 #[path = "../../testing/fixtures.rs"]
 mod fixtures;
 
+#[path = "common/command.rs"]
+mod command;
+
 use fixtures::fixtures;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
+/// Runs the command; nothing can be downloaded by accident.
 fn diffbir(args: &[&str]) -> (Output, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_diffbir"))
-        .args(args)
-        .output()
-        .expect("the diffbir binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out, stdout, stderr)
+    command::run_diffbir(args, None, command::NOWHERE)
 }
 
 #[test]

@@ -2,27 +2,17 @@
 //! Hugging Face hub and GitHub (`diffbir::hub::test_server`; no internet, tiny fake payloads).
 //! The hub's own download tests are in diffbir-hub.
 
+#[path = "common/command.rs"]
+mod command;
+
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use diffbir::hub::test_server::{Route, Server, leftovers, payload, sha256_hex};
 
 fn diffbir(args: &[&str], home: &Path, server: &Server) -> (Output, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_diffbir"))
-        .args(args)
-        .env("DIFFBIR_HOME", home)
-        .env("DIFFBIR_HUB_ENDPOINT", server.url())
-        .env("DIFFBIR_GITHUB_ENDPOINT", server.url())
-        .env_remove("HF_ENDPOINT")
-        .env_remove("DIFFBIR_OFFLINE")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("DIFFBIR_WEIGHTS_DIR")
-        .output()
-        .expect("the diffbir binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out, stdout, stderr)
+    command::run_diffbir(args, Some(home), &server.url())
 }
 
 #[test]

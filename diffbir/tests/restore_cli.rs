@@ -7,8 +7,10 @@ mod fixtures;
 #[path = "common/tiny.rs"]
 mod tiny;
 
+#[path = "common/command.rs"]
+mod command;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use diffbir::hub::release_files;
 use diffbir::pipeline::{ModelConfigs, Task, Version};
@@ -25,23 +27,11 @@ fn tiny_weights(dir: &Path) -> PathBuf {
     tiny::weights_dir(Task::Sr, dir)
 }
 
+/// Runs the command; the caller's hub settings are ignored, and nothing can be downloaded by
+/// accident.
 fn diffbir(args: &[&str]) -> (i32, String, String) {
-    // The caller's hub settings are ignored, and nothing can be downloaded by accident.
-    let out = Command::new(env!("CARGO_BIN_EXE_diffbir"))
-        .args(args)
-        .env("DIFFBIR_HUB_ENDPOINT", "http://127.0.0.1:9")
-        .env("DIFFBIR_GITHUB_ENDPOINT", "http://127.0.0.1:9")
-        .env_remove("HF_ENDPOINT")
-        .env_remove("DIFFBIR_WEIGHTS_DIR")
-        .env_remove("DIFFBIR_OFFLINE")
-        .env_remove("HF_HUB_OFFLINE")
-        .output()
-        .expect("the diffbir binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (out, stdout, stderr) = command::run_diffbir(args, None, command::NOWHERE);
+    (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
 #[test]

@@ -13,6 +13,9 @@ mod fixtures;
 #[path = "common/tiny.rs"]
 mod tiny;
 
+#[path = "common/command.rs"]
+mod command;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -59,22 +62,8 @@ fn serve_official(server: &Server, file_name: &str, fixture: &str) -> &'static s
 /// Runs the command with its hub at `endpoint` and its cache in `home`, ignoring the
 /// caller's hub settings.
 fn diffbir(args: &[&str], home: &Path, endpoint: &str) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_diffbir"))
-        .args(args)
-        .env("DIFFBIR_HOME", home)
-        .env("DIFFBIR_HUB_ENDPOINT", endpoint)
-        .env("DIFFBIR_GITHUB_ENDPOINT", endpoint)
-        .env_remove("HF_ENDPOINT")
-        .env_remove("DIFFBIR_OFFLINE")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("DIFFBIR_WEIGHTS_DIR")
-        .output()
-        .expect("the diffbir binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (out, stdout, stderr) = command::run_diffbir(args, Some(home), endpoint);
+    (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
 /// Downloads the official files of `task` and restores `input` (a square photo saved as

@@ -152,7 +152,7 @@ pub fn jitter_eps(precision: Precision) -> f64 {
     }
 }
 
-/// The perturbed reference's difference from the reference ([`Options::perturbed`]), times
+/// The perturbed reference's difference from the reference (`Options::perturbed`), times
 /// this, is the least a device's difference may be: an ill-conditioned draw (saturated
 /// softmax, long residual chains, GroupNorm over a few pixels) amplifies rounding that much.
 pub const JITTER_FACTOR: f64 = 10.0;

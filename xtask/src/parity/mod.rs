@@ -8,6 +8,7 @@
 mod clip;
 mod core_cases;
 mod degradation;
+mod face;
 pub mod fixture;
 mod guidance;
 mod ldm;
@@ -84,6 +85,8 @@ fn builder(name: &str) -> Option<Builder> {
         "gaussian_noise_pt" => degradation::gaussian_noise_pt,
         "guidance_cond_fn" => guidance::cond_fn,
         "guidance_apply" => guidance::apply,
+        "retinaface_forward" => face::retinaface,
+        "parsenet_forward" => face::parsenet,
         _ => return None,
     })
 }

@@ -1,0 +1,16 @@
+//! Faces in whole photos, as DiffBIR's `unaligned_face` task finds and replaces them: RetinaFace
+//! detection (facexlib's two backbones), alignment to the FFHQ template, ParseNet face
+//! parsing and the paste-back of restored faces, reproducing facexlib and DiffBIR's face
+//! helper (`XPixelGroup/DiffBIR@3f8b530:diffbir/utils/face.py`) number for number.
+#![deny(missing_docs)]
+
+pub mod cv;
+pub mod detect;
+mod layers;
+pub mod parsenet;
+pub mod retinaface;
+
+pub use detect::{DetectOptions, Detection};
+pub use layers::ConvBn;
+pub use parsenet::{PARSENET_KEYS, ParseNet, ParseNetConfig};
+pub use retinaface::{Backbone, RETINAFACE_KEYS, RetinaFace, RetinaFaceConfig};

@@ -6,6 +6,18 @@
 //! crate reproduces, and binding OpenCV itself would put a C++ toolchain and library in
 //! every build.
 
+mod affine;
+mod blur;
+mod morph;
+mod resize;
+mod warp;
+
+pub use affine::{Affine, estimate_affine_partial_lmeds, invert_affine};
+pub use blur::{BlurPixel, gaussian_blur, gaussian_kernel};
+pub use morph::erode;
+pub use resize::{resize_lanczos4, resize_linear, scaled_size};
+pub use warp::{WarpPixel, warp_affine};
+
 use diffbir_core::{Error, Result};
 
 /// An interleaved `rows × cols × channels` image (OpenCV's `Mat` of one depth).

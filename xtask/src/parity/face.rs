@@ -4,7 +4,7 @@
 
 use anyhow::{Result, bail};
 use burn::tensor::Device;
-use diffbir::face::cv::Mat;
+use diffbir::face::cv::{self, Mat};
 use diffbir::face::detect::{self, DetectOptions};
 use diffbir::face::{PARSENET_KEYS, ParseNetConfig, RETINAFACE_KEYS, RetinaFaceConfig};
 
@@ -112,5 +112,95 @@ pub fn parsenet(case: &Case, device: &Device) -> Result<Outputs> {
     let mut out = Outputs::default();
     out.tensor("output.mask", parsing.mask);
     out.tensor("output.img", parsing.img);
+    Ok(out)
+}
+
+/// A stored 2 × 3 matrix.
+fn affine(case: &Case, name: &str) -> Result<cv::Affine> {
+    let t = case.stored(name)?;
+    if t.shape != [2, 3] {
+        bail!("`{name}` is not a 2 × 3 matrix: shape {:?}", t.shape);
+    }
+    let v = &t.values;
+    Ok([[v[0], v[1], v[2]], [v[3], v[4], v[5]]])
+}
+
+/// `opencv_ops`: each OpenCV call of the face helper on small arrays.
+pub fn opencv_ops(case: &Case, _device: &Device) -> Result<Outputs> {
+    let u8img = mat::<u8>(case, "input.u8")?;
+    let f32img = mat::<f32>(case, "input.f32")?;
+    let f64img = mat::<f64>(case, "input.f64")?;
+    let big = mat::<f64>(case, "input.f64_big")?;
+    let m = affine(case, "input.affine")?;
+    let mut out = Outputs::default();
+    for name in case.output_names() {
+        let op = name.trim_start_matches("output.");
+        let size_of = || -> Result<(usize, usize)> {
+            let s = &case.stored(&name)?.shape;
+            Ok((s[1], s[0]))
+        };
+        if let Some(kind) = op.strip_prefix("resize_linear_") {
+            let r = if kind == "fx" {
+                cv::resize_linear(&u8img, (0, 0), Some(512.0 / 23.0))
+            } else {
+                cv::resize_linear(&u8img, size_of()?, None)
+            };
+            record(&mut out, &name, &r, false);
+        } else if op.starts_with("resize_lanczos4_") {
+            record(
+                &mut out,
+                &name,
+                &cv::resize_lanczos4(&u8img, size_of()?, None),
+                false,
+            );
+        } else if let Some(k) = op.strip_prefix("gaussian_f32_k") {
+            record(
+                &mut out,
+                &name,
+                &cv::gaussian_blur(&f32img, k.parse()?, 0.0),
+                true,
+            );
+        } else if op == "gaussian_f64_k21_s3" {
+            record(&mut out, &name, &cv::gaussian_blur(&f64img, 21, 3.0), true);
+        } else if op == "gaussian_f64_k101_s11" {
+            record(&mut out, &name, &cv::gaussian_blur(&big, 101, 11.0), true);
+        } else if let Some(k) = op.strip_prefix("erode_f32_k") {
+            record(&mut out, &name, &cv::erode(&f32img, k.parse()?), true);
+        } else if op == "warp_u8" {
+            let border = [135.0, 133.0, 132.0, 0.0];
+            record(
+                &mut out,
+                &name,
+                &cv::warp_affine(&u8img, &m, size_of()?, border),
+                false,
+            );
+        } else if op == "warp_u8_black" {
+            record(
+                &mut out,
+                &name,
+                &cv::warp_affine(&u8img, &m, size_of()?, [0.0; 4]),
+                false,
+            );
+        } else if op == "warp_f32" {
+            record(
+                &mut out,
+                &name,
+                &cv::warp_affine(&f32img, &m, size_of()?, [0.0; 4]),
+                true,
+            );
+        } else if op == "warp_f64_area" {
+            record(
+                &mut out,
+                &name,
+                &cv::warp_affine(&f64img, &m, size_of()?, [0.0; 4]),
+                true,
+            );
+        } else if op == "inverse_affine" {
+            let inv = cv::invert_affine(&m);
+            out.values(&name, vec![2, 3], inv.iter().flatten().copied().collect());
+        } else {
+            bail!("unknown op `{op}`");
+        }
+    }
     Ok(out)
 }

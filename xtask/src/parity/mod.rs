@@ -87,6 +87,7 @@ fn builder(name: &str) -> Option<Builder> {
         "guidance_apply" => guidance::apply,
         "retinaface_forward" => face::retinaface,
         "parsenet_forward" => face::parsenet,
+        "opencv_ops" => face::opencv_ops,
         _ => return None,
     })
 }

@@ -6,11 +6,14 @@
 
 pub mod cv;
 pub mod detect;
+pub mod helper;
 mod layers;
 pub mod parsenet;
+pub mod paste;
 pub mod retinaface;
 
 pub use detect::{DetectOptions, Detection};
+pub use helper::{Face, FaceSelection, HelperOptions};
 pub use layers::ConvBn;
 pub use parsenet::{PARSENET_KEYS, ParseNet, ParseNetConfig};
 pub use retinaface::{Backbone, RETINAFACE_KEYS, RetinaFace, RetinaFaceConfig};

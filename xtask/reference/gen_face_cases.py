@@ -35,7 +35,9 @@ copied here.
 
 How to run
 ----------
-    python3 -m venv /tmp/venv-face && /tmp/venv-face/bin/pip install -r xtask/reference/requirements-face.txt
+    python3 -m venv /tmp/venv-face
+    /tmp/venv-face/bin/pip install -r xtask/reference/requirements-face.txt
+    /tmp/venv-face/bin/pip install --no-deps facexlib==0.3.0
     /tmp/venv-face/bin/python xtask/reference/gen_face_cases.py \
         --diffbir /tmp/diffbir-src --images ../shared/images --out testing/fixtures/face
 """
@@ -450,6 +452,7 @@ def case_helper_detect(w: Writer, images: Path, face_mod, det: Detector, options
         raw = model.detect_faces(det_input)
     n = helper.get_face_landmarks_5(resize=640, eye_dist_threshold=5, **options)
     helper.align_warp_face()
+    helper.get_inverse_affine()
     faces = np.stack(helper.cropped_faces) if helper.cropped_faces else np.zeros((0, 512, 512, 3), np.uint8)
     w.case(
         name,
@@ -474,11 +477,15 @@ def case_helper_detect(w: Writer, images: Path, face_mod, det: Detector, options
                 "output.landmarks": "[F, 5, 2] kept landmarks (divided by the detection scale)",
                 "output.det_faces": "[F, 5] kept boxes and scores",
                 "output.affine": "[F, 2, 3] float64, estimateAffinePartial2D(landmarks, template, LMEDS)",
+                "output.inverse_affine": "[F, 2, 3] float64, invertAffineTransform",
                 "output.cropped_faces": "[F, 512, 512, 3] uint8 warpAffine crops",
             },
-            "tolerance": {"rtol": 1e-4, "atol": 1e-3, "comment": "float32 detector; uint8 crops may differ "
-                          "by one level where a warp coordinate sits on a rounding boundary",
-                          "outputs": {"output.cropped_faces": {"atol": 1},
+            "tolerance": {"rtol": 1e-4, "atol": 1e-3,
+                          "comment": "float32 detector: the landmarks, hence the matrices, carry its rounding "
+                          "(~1e-5 px); the random-weight landmarks zoom the crops several times, so that noise "
+                          "moves some samples by one 1/32-px step of warpAffine's grid: a few levels on edges "
+                          "(the warp itself is exact, see face_align)",
+                          "outputs": {"output.cropped_faces": {"atol": 8},
                                       "output.input_img": {"exact": True}}},
         },
         {
@@ -488,6 +495,7 @@ def case_helper_detect(w: Writer, images: Path, face_mod, det: Detector, options
             "output.landmarks": np.array(helper.all_landmarks_5, dtype=np.float32).reshape(-1, 5, 2),
             "output.det_faces": np.array(helper.det_faces, dtype=np.float32).reshape(-1, 5),
             "output.affine": np.array(helper.affine_matrices, dtype=np.float64).reshape(-1, 2, 3),
+            "output.inverse_affine": np.array(helper.inverse_affine_matrices, dtype=np.float64).reshape(-1, 2, 3),
             "output.cropped_faces": faces,
         },
     )
@@ -568,8 +576,8 @@ def smooth_image(rng, h: int, w: int) -> np.ndarray:
     return np.clip(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
 
 
-def case_paste_back(w: Writer, images: Path, face_mod) -> None:
-    name = "face_paste_back"
+def case_paste_back(w: Writer, images: Path, face_mod, use_parse: bool) -> None:
+    name = "face_paste_back" if use_parse else "face_paste_back_square"
     rng = seed_all(name)
     config = {"in_size": 512, "out_size": 512, "min_feat_size": 32, "base_ch": 4, "parsing_ch": 19,
               "res_depth": 1, "relu_type": "LeakyReLU", "norm_type": "bn", "ch_range": [4, 8]}
@@ -579,16 +587,17 @@ def case_paste_back(w: Writer, images: Path, face_mod) -> None:
     with torch.no_grad():
         parser.out_mask_conv.conv2d.bias.copy_(torch.linspace(-1.0, 1.0, 19))
     weights = f"{name}.parsenet.weights.safetensors"
-    w.weights(weights, parser, "parsenet_tiny512", "facexlib.parsing.parsenet.ParseNet", config)
+    if use_parse:
+        w.weights(weights, parser, "parsenet_tiny512", "facexlib.parsing.parsenet.ParseNet", config)
     image = photo(images, (200, 160))
-    helper = helper_with(face_mod, parser=parser, face_size=512, use_parse=True)
+    helper = helper_with(face_mod, parser=parser, face_size=512, use_parse=use_parse)
     helper.read_image(image)
     h, wd = helper.input_img.shape[:2]
     template = helper.face_template
     landmarks = [
         plausible_landmarks(rng, template, (wd * 0.4, h * 0.45), 260, 12, 0.5),
         plausible_landmarks(rng, template, (wd * 0.75, h * 0.6), 150, -20, 0.5),
-    ]
+    ][: 2 if use_parse else 1]
     helper.all_landmarks_5 = landmarks
     helper.align_warp_face()
     helper.get_inverse_affine()
@@ -601,13 +610,15 @@ def case_paste_back(w: Writer, images: Path, face_mod) -> None:
         name,
         {
             "builder": "face_paste_back",
-            "summary": "FaceRestoreHelper.paste_faces_to_input_image with the parsing mask (tiny ParseNet "
-            "at 512), two faces, a restored background of another size",
+            "summary": ("FaceRestoreHelper.paste_faces_to_input_image with the parsing mask (tiny ParseNet "
+                        "at 512), two faces, a restored background of another size" if use_parse else
+                        "FaceRestoreHelper.paste_faces_to_input_image without the parsing mask (use_parse=False: "
+                        "the eroded and blurred square alone, float32), one face"),
             "module": "FaceRestoreHelper",
             "module_class": "diffbir.utils.face.FaceRestoreHelper",
             "config": config,
-            "helper": {"upscale_factor": 1, "face_size": 512, "use_parse": True},
-            "weights": [{"file": weights, "module_path": ""}],
+            "helper": {"upscale_factor": 1, "face_size": 512, "use_parse": use_parse},
+            "weights": [{"file": weights, "module_path": ""}] if use_parse else [],
             "call": "helper.get_inverse_affine(); add_restored_face(...); "
             "paste_faces_to_input_image(upsample_img=background)",
             "inputs": {
@@ -617,7 +628,8 @@ def case_paste_back(w: Writer, images: Path, face_mod) -> None:
                 "input.background": "HWC uint8 restored background",
             },
             "outputs": {"output.image": "HWC uint8 result"},
-            "tolerance": {"atol": 1, "comment": "uint8; one level where a float product rounds across .0"},
+            "tolerance": {"atol": 1, "comment": "uint8; one level where a float product rounds across .0",
+                          "outputs": {"output.image": {"atol": 1}}},
         },
         {
             "input.canvas_size": np.array([h, wd], dtype=np.int64),
@@ -708,7 +720,8 @@ def main() -> None:
     case_helper_detect(w, args.images, face_mod, detectors["mobilenet0.25"], {}, "all")
     case_helper_detect(w, args.images, face_mod, detectors["resnet50_narrow"], {"only_center_face": True}, "center")
     case_align(w, args.images, face_mod)
-    case_paste_back(w, args.images, face_mod)
+    case_paste_back(w, args.images, face_mod, use_parse=True)
+    case_paste_back(w, args.images, face_mod, use_parse=False)
     w.index({
         "torch_version": torch.__version__.split("+")[0],
         "torchvision_version": torchvision.__version__.split("+")[0],

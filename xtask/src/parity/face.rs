@@ -5,8 +5,11 @@
 use anyhow::{Result, bail};
 use burn::tensor::Device;
 use diffbir::face::cv::{self, Mat};
-use diffbir::face::detect::{self, DetectOptions};
-use diffbir::face::{PARSENET_KEYS, ParseNetConfig, RETINAFACE_KEYS, RetinaFaceConfig};
+use diffbir::face::detect::{self, DetectOptions, Detection};
+use diffbir::face::{
+    Face, FaceSelection, HelperOptions, PARSENET_KEYS, ParseNetConfig, RETINAFACE_KEYS,
+    RetinaFaceConfig, helper, paste,
+};
 
 use super::{Case, Outputs, weights};
 
@@ -202,5 +205,190 @@ pub fn opencv_ops(case: &Case, _device: &Device) -> Result<Outputs> {
             bail!("unknown op `{op}`");
         }
     }
+    Ok(out)
+}
+
+/// The stored landmarks `[F, 5, 2]` as detections (box and score zero).
+fn landmark_detections(case: &Case, name: &str) -> Result<Vec<Detection>> {
+    let t = case.stored(name)?;
+    if t.shape.len() != 3 || t.shape[1..] != [5, 2] {
+        bail!("`{name}` is not [F, 5, 2]: shape {:?}", t.shape);
+    }
+    Ok(t.values
+        .chunks_exact(10)
+        .map(|v| Detection {
+            bbox: [0.0; 4],
+            score: 0.0,
+            landmarks: std::array::from_fn(|i| [v[2 * i] as f32, v[2 * i + 1] as f32]),
+        })
+        .collect())
+}
+
+/// Records aligned faces: matrices, inverse matrices and crops.
+fn record_faces(out: &mut Outputs, faces: &[(Face, Mat<u8>)], size: usize) {
+    let n = faces.len();
+    let matrices = |pick: &dyn Fn(&Face) -> cv::Affine| -> Vec<f64> {
+        faces
+            .iter()
+            .flat_map(|(f, _)| pick(f).into_iter().flatten())
+            .collect()
+    };
+    out.values("output.affine", vec![n, 2, 3], matrices(&|f| f.affine));
+    out.values(
+        "output.inverse_affine",
+        vec![n, 2, 3],
+        matrices(&|f| f.inverse_affine),
+    );
+    out.values(
+        "output.cropped_faces",
+        vec![n, size, size, 3],
+        faces
+            .iter()
+            .flat_map(|(_, c)| c.data.iter().map(|&v| f64::from(v)))
+            .collect(),
+    );
+}
+
+/// `face_helper_detect`: canvas, detection, filters and alignment.
+pub fn helper_detect(case: &Case, device: &Device) -> Result<Outputs> {
+    let cfg = case.config(RetinaFaceConfig::resnet50())?;
+    cfg.validate()?;
+    let mut model = cfg.init(device);
+    weights::load(case, &mut model, &RETINAFACE_KEYS)?;
+    let selection = if case.json.pointer("/helper/only_center_face") == Some(&true.into()) {
+        FaceSelection::Center
+    } else if case.json.pointer("/helper/only_keep_largest") == Some(&true.into()) {
+        FaceSelection::Largest
+    } else {
+        FaceSelection::All
+    };
+    let options = HelperOptions {
+        face_size: case.usize_field("/helper/face_size")?,
+        detect_short_side: Some(case.usize_field("/helper/resize")?),
+        eye_dist_threshold: Some(
+            case.field("/helper/eye_dist_threshold")?
+                .as_f64()
+                .unwrap_or(5.0) as f32,
+        ),
+        selection,
+        ..HelperOptions::default()
+    };
+    let canvas = helper::canvas(&mat::<u8>(case, "input.image")?)?;
+    let mut out = Outputs::default();
+    record(&mut out, "output.input_img", &canvas, false);
+    // detect_faces on the detection image, before the helper's filters.
+    let scale = (640.0 / canvas.rows.min(canvas.cols) as f64).max(1.0);
+    let size = (
+        (canvas.cols as f64 * scale) as usize,
+        (canvas.rows as f64 * scale) as usize,
+    );
+    let raw = model.detect(
+        &cv::resize_linear(&canvas, size, None),
+        &options.detect,
+        device,
+    )?;
+    out.values(
+        "output.raw_detections",
+        vec![raw.len(), 15],
+        raw.iter().flat_map(|d| d.to_row()).map(f64::from).collect(),
+    );
+    let found = helper::find_faces(&model, &canvas, &options, device)?;
+    let n = found.len();
+    out.values(
+        "output.landmarks",
+        vec![n, 5, 2],
+        found
+            .iter()
+            .flat_map(|d| d.landmarks.into_iter().flatten())
+            .map(f64::from)
+            .collect(),
+    );
+    out.values(
+        "output.det_faces",
+        vec![n, 5],
+        found
+            .iter()
+            .flat_map(|d| d.to_row()[..5].to_vec())
+            .map(f64::from)
+            .collect(),
+    );
+    let aligned: Vec<(Face, Mat<u8>)> = found
+        .iter()
+        .filter_map(|d| helper::align(&canvas, d, options.face_size))
+        .collect();
+    record_faces(&mut out, &aligned, options.face_size);
+    Ok(out)
+}
+
+/// `face_align`: alignment of given landmarks.
+pub fn align(case: &Case, _device: &Device) -> Result<Outputs> {
+    let face_size = case.usize_field("/helper/face_size")?;
+    let canvas = helper::canvas(&mat::<u8>(case, "input.image")?)?;
+    let mut out = Outputs::default();
+    record(&mut out, "output.input_img", &canvas, false);
+    out.values(
+        "output.template",
+        vec![5, 2],
+        helper::template(face_size).into_iter().flatten().collect(),
+    );
+    let aligned = landmark_detections(case, "input.landmarks")?
+        .iter()
+        .map(|d| helper::align(&canvas, d, face_size))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| anyhow::anyhow!("a face could not be aligned"))?;
+    record_faces(&mut out, &aligned, face_size);
+    Ok(out)
+}
+
+/// `face_paste_back`: restored faces pasted onto a restored background.
+pub fn paste_back(case: &Case, device: &Device) -> Result<Outputs> {
+    let parser = if case.field("/helper/use_parse")?.as_bool() == Some(true) {
+        let cfg = case.config(ParseNetConfig::new())?;
+        cfg.validate()?;
+        let mut parser = cfg.init(device);
+        weights::load(case, &mut parser, &PARSENET_KEYS)?;
+        Some(parser)
+    } else {
+        None
+    };
+    let size = case.stored("input.canvas_size")?.values.clone();
+    let (h, w) = (size[0] as usize, size[1] as usize);
+    let matrices = case.stored("input.affine")?;
+    let faces: Vec<Face> = matrices
+        .values
+        .chunks_exact(6)
+        .map(|v| {
+            let affine = [[v[0], v[1], v[2]], [v[3], v[4], v[5]]];
+            Face {
+                detection: Detection {
+                    bbox: [0.0; 4],
+                    score: 0.0,
+                    landmarks: [[0.0; 2]; 5],
+                },
+                affine,
+                inverse_affine: cv::invert_affine(&affine),
+            }
+        })
+        .collect();
+    let stack = case.stored("input.restored_faces")?;
+    let [_, fh, fw, fc] = stack.shape[..] else {
+        bail!("`input.restored_faces` is not [F, H, W, C]");
+    };
+    let restored = stack
+        .values
+        .chunks_exact(fh * fw * fc)
+        .map(|v| Mat::new(fh, fw, fc, v.iter().map(|&x| x as u8).collect()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let background = mat::<u8>(case, "input.background")?;
+    let image = paste::paste_faces(
+        &background,
+        (h, w),
+        &faces,
+        &restored,
+        parser.as_ref(),
+        device,
+    )?;
+    let mut out = Outputs::default();
+    record(&mut out, "output.image", &image, false);
     Ok(out)
 }

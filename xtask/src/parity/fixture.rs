@@ -112,6 +112,15 @@ impl Case {
         }
     }
 
+    /// Whether the case gives `name` a tolerance of its own (integer outputs are compared
+    /// exactly unless it does).
+    pub fn has_own_tolerance(&self, name: &str) -> bool {
+        self.json
+            .pointer("/tolerance/outputs")
+            .and_then(|o| o.get(name))
+            .is_some()
+    }
+
     fn tolerance_in(t: Option<&Value>) -> Tolerance {
         let num = |k: &str| t.and_then(|t| t.get(k)).and_then(Value::as_f64);
         Tolerance {

@@ -15,3 +15,18 @@ pub fn fixtures() -> PathBuf {
     );
     dir
 }
+
+/// A folder of the cases generated into this repository (`testing/fixtures/<set>`); a clear
+/// failure when it is missing.
+#[allow(dead_code)]
+pub fn repo_fixtures(set: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testing/fixtures")
+        .join(set);
+    assert!(
+        dir.join("index.json").is_file(),
+        "the generated `{set}` cases are missing: expected them at {}",
+        dir.display()
+    );
+    dir
+}

@@ -408,6 +408,23 @@ pub fn tensor_to_image(
     }
 }
 
+/// An 8-bit RGB result (a path that computes in 8 bits, such as `unaligned_face`'s
+/// paste-back) written like its source as far as 8 bits allow: gray stays gray and the
+/// source's alpha, resized to the result, is put back.
+pub fn rgb8_to_image(rgb: image::RgbImage, meta: &ImageMeta) -> DynamicImage {
+    let (width, height) = rgb.dimensions();
+    let image = DynamicImage::ImageRgb8(rgb);
+    let image = if meta.layout.is_gray() {
+        DynamicImage::ImageLuma8(image.to_luma8())
+    } else {
+        image
+    };
+    match &meta.alpha {
+        None => image,
+        Some(alpha) => attach_alpha(image, &alpha.resized(width, height)),
+    }
+}
+
 fn attach_alpha(image: DynamicImage, alpha: &ImageBuffer<Luma<u16>, Vec<u16>>) -> DynamicImage {
     let a8 = |x: u32, y: u32| ((u32::from(alpha.get_pixel(x, y)[0]) + 128) / 257) as u8;
     let a16 = |x: u32, y: u32| alpha.get_pixel(x, y)[0];

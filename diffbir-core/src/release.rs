@@ -14,7 +14,6 @@
 //! # Ok::<(), diffbir_core::Error>(())
 //! ```
 
-use crate::error::Error;
 use crate::named_enum;
 
 named_enum! {
@@ -26,8 +25,10 @@ named_enum! {
         Face = "face",
         /// Blind denoising.
         Denoise = "denoise",
+        /// Photos with faces anywhere: each face detected, aligned, restored with the face
+        /// models and pasted back onto the background restored as `sr`.
+        UnalignedFace = "unaligned_face" | "unaligned-face",
     }
-    refuse = refused_task;
 }
 
 named_enum! {
@@ -40,18 +41,6 @@ named_enum! {
         /// The current release (zero-SNR v-prediction SD, Real-ESRGAN-trained SwinIR).
         V21 = "v2.1",
     }
-}
-
-/// The reference's `unaligned_face` task, refused with what to use instead.
-fn refused_task(name: &str) -> Option<Error> {
-    matches!(name, "unaligned_face" | "unaligned-face").then(|| {
-        Error::Unsupported(
-            "the unaligned_face task (detecting faces in a photo, restoring each and pasting \
-             them back) is not available in this version: restore aligned 512×512 faces with \
-             the face task, or the whole photo with sr"
-                .into(),
-        )
-    })
 }
 
 #[cfg(test)]
@@ -76,7 +65,10 @@ mod tests {
             assert_eq!(Version::deserialize(de).unwrap(), version);
         }
         assert_eq!(Version::ALL.map(Version::name), ["v1", "v2", "v2.1"]);
-        assert_eq!(Task::ALL.map(Task::name), ["sr", "face", "denoise"]);
+        assert_eq!(
+            Task::ALL.map(Task::name),
+            ["sr", "face", "denoise", "unaligned_face"]
+        );
     }
 
     #[test]
@@ -90,12 +82,11 @@ mod tests {
         let err = "SR".parse::<Task>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid task: unknown task `SR`: use sr, face or denoise"
+            "invalid task: unknown task `SR`: use sr, face, denoise or unaligned_face"
         );
-        for name in ["unaligned_face", "unaligned-face"] {
-            let err = name.parse::<Task>().unwrap_err();
-            assert_eq!(err.fault(), Fault::Build);
-            assert!(err.to_string().contains("aligned 512×512 faces"), "{err}");
-        }
+        assert_eq!(
+            "unaligned-face".parse::<Task>().unwrap(),
+            Task::UnalignedFace
+        );
     }
 }

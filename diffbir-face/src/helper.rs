@@ -225,3 +225,149 @@ pub fn align(canvas: &Mat<u8>, detection: &Detection, face_size: usize) -> Optio
         crop,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The similarity `scale · R(angle) · p + t` as a matrix.
+    fn similarity(scale: f64, degrees: f64, t: [f64; 2]) -> Affine {
+        let (s, c) = degrees.to_radians().sin_cos();
+        [[scale * c, -scale * s, t[0]], [scale * s, scale * c, t[1]]]
+    }
+
+    fn apply(m: &Affine, [x, y]: [f64; 2]) -> [f64; 2] {
+        [
+            m[0][0] * x + m[0][1] * y + m[0][2],
+            m[1][0] * x + m[1][1] * y + m[1][2],
+        ]
+    }
+
+    fn detection(landmarks: [[f64; 2]; 5]) -> Detection {
+        Detection {
+            bbox: [0.0; 4],
+            score: 1.0,
+            landmarks: landmarks.map(|p| p.map(|v| v as f32)),
+        }
+    }
+
+    /// A smooth three-channel test image.
+    fn smooth(rows: usize, cols: usize) -> Mat<u8> {
+        let data = (0..rows * cols * 3)
+            .map(|i| {
+                let (p, c) = (i / 3, i % 3);
+                let (y, x) = ((p / cols) as f64, (p % cols) as f64);
+                (127.0 + 100.0 * ((x / 23.0 + c as f64).sin() * (y / 31.0).cos())) as u8
+            })
+            .collect();
+        Mat::new(rows, cols, 3, data).unwrap()
+    }
+
+    #[test]
+    fn a_face_drawn_at_a_known_similarity_aligns_back_to_the_template_within_a_pixel() {
+        // Bright 3 × 3 dots at the template's landmarks of a 512 face, drawn into a photo
+        // rotated by 23°, scaled by 0.7 and moved.
+        let mut face = Mat::zeros(512, 512, 1);
+        for [x, y] in template(512) {
+            let (x, y) = (x.round() as usize, y.round() as usize);
+            for yy in y - 1..=y + 1 {
+                for xx in x - 1..=x + 1 {
+                    face.data[yy * 512 + xx] = 255u8;
+                }
+            }
+        }
+        let to_photo = similarity(0.7, 23.0, [180.0, 40.0]);
+        let photo = cv::warp_affine(&face, &to_photo, (700, 600), [0.0; 4]);
+        let landmarks = template(512).map(|p| apply(&to_photo, p));
+        let photo3 = Mat::new(
+            photo.rows,
+            photo.cols,
+            3,
+            photo.data.iter().flat_map(|&v| [v, v, v]).collect(),
+        )
+        .unwrap();
+        let (aligned, crop) = align(&photo3, &detection(landmarks), 512).unwrap();
+        // The matrix is the inverse similarity …
+        let back = cv::invert_affine(&to_photo);
+        for (row, want) in aligned.affine.iter().zip(&back) {
+            for (a, b) in row.iter().zip(want) {
+                assert!(
+                    (a - b).abs() < 1e-3 * b.abs().max(1.0),
+                    "{row:?} vs {want:?}"
+                );
+            }
+        }
+        // … and each dot lands on its template point within a pixel.
+        for [tx, ty] in template(512) {
+            let (mut sum, mut sx, mut sy) = (0.0, 0.0, 0.0);
+            for y in ty as usize - 6..ty as usize + 7 {
+                for x in tx as usize - 6..tx as usize + 7 {
+                    let v = f64::from(crop.pixel(y, x)[0]);
+                    sum += v;
+                    sx += v * x as f64;
+                    sy += v * y as f64;
+                }
+            }
+            let (cx, cy) = (sx / sum, sy / sum);
+            let (ex, ey) = (tx.round(), ty.round());
+            assert!(
+                (cx - ex).abs() < 1.0 && (cy - ey).abs() < 1.0,
+                "dot at ({cx:.2}, {cy:.2}), template ({ex}, {ey})"
+            );
+        }
+    }
+
+    #[test]
+    fn align_then_warp_back_reproduces_the_photo_around_the_face() {
+        let photo = smooth(600, 640);
+        let to_photo = similarity(0.5, -15.0, [200.0, 150.0]);
+        let landmarks = template(512).map(|p| apply(&to_photo, p));
+        let (face, crop) = align(&photo, &detection(landmarks), 512).unwrap();
+        let back = cv::warp_affine(&crop, &face.inverse_affine, (640, 600), [0.0; 4]);
+        // Inside the face (the template's span), two bilinear warps stay within a few levels.
+        let mut worst = 0i32;
+        for p in template(512) {
+            let [x, y] = apply(&to_photo, p);
+            let (x, y) = (x.round() as usize, y.round() as usize);
+            for c in 0..3 {
+                let d = i32::from(back.pixel(y, x)[c]) - i32::from(photo.pixel(y, x)[c]);
+                worst = worst.max(d.abs());
+            }
+        }
+        assert!(worst <= 3, "round trip differs by {worst}");
+    }
+
+    #[test]
+    fn the_canvas_is_rgb_with_a_512_short_side_at_least() {
+        let gray = Mat::new(100, 80, 1, vec![7u8; 8000]).unwrap();
+        let c = canvas(&gray).unwrap();
+        assert_eq!((c.rows, c.cols, c.channels), (640, 512, 3));
+        assert!(c.data.iter().all(|&v| v == 7));
+        let rgba = Mat::new(600, 700, 4, vec![9u8; 600 * 700 * 4]).unwrap();
+        let c = canvas(&rgba).unwrap();
+        assert_eq!((c.rows, c.cols, c.channels), (600, 700, 3));
+        assert!(canvas(&Mat::new(0, 5, 3, vec![]).unwrap()).is_err());
+        assert!(canvas(&Mat::new(2, 2, 2, vec![0; 8]).unwrap()).is_err());
+    }
+
+    #[test]
+    fn selection_keeps_the_central_or_the_largest_face() {
+        let face = |bbox: [f32; 4]| Detection {
+            bbox,
+            score: 0.9,
+            landmarks: [[0.0; 2]; 5],
+        };
+        let faces = vec![
+            face([0.0, 0.0, 100.0, 100.0]),
+            face([450.0, 450.0, 550.0, 550.0]),
+            face([-400.0, 600.0, 300.0, 1200.0]),
+        ];
+        let center = select(faces.clone(), FaceSelection::Center, 1000, 1000);
+        assert_eq!(center, vec![faces[1]]);
+        // The third box is the largest once clipped to the canvas (300 × 400).
+        let largest = select(faces.clone(), FaceSelection::Largest, 1000, 1000);
+        assert_eq!(largest, vec![faces[2]]);
+        assert_eq!(select(faces.clone(), FaceSelection::All, 1000, 1000), faces);
+        assert!(select(vec![], FaceSelection::Center, 10, 10).is_empty());
+    }
+}

@@ -105,7 +105,7 @@ pub mod test_server;
 pub use diffbir_core::release::{Task, Version};
 pub use error::{HashOrigin, HubError};
 pub use registry::{
-    HashPolicy, Host, ModelFile, ReleaseFiles, Source, files, find_file, release_files,
+    FaceFiles, HashPolicy, Host, ModelFile, ReleaseFiles, Source, files, find_file, release_files,
 };
 
 #[cfg(feature = "download")]

@@ -297,6 +297,46 @@ const FULL_V1_FACE: ModelFile = ModelFile {
     description: "v1 face full checkpoint: SD 2.1 + IRControlNet + SwinIR + VAE encoder copy",
 };
 
+// ---- faces in whole photos (facexlib's release assets) ----
+
+const RETINAFACE_RESNET50: ModelFile = ModelFile {
+    name: "retinaface-resnet50",
+    aliases: &["retinaface_resnet50"],
+    file_name: "detection_Resnet50_Final.pth",
+    sources: &[gh(
+        "/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",
+    )],
+    size: 109_497_761,
+    // facexlib's asset is byte-identical to biubug6/Pytorch_Retinaface's Resnet50_Final.pth
+    // (OpenVINO's model zoo pins the same hash and size).
+    sha256: Some("6d1de9c2944f2ccddca5f5e010ea5ae64a39845a86311af6fdf30841b0a5a16d"),
+    description: "face detector of unaligned_face: RetinaFace, ResNet-50 backbone (facexlib)",
+};
+
+const RETINAFACE_MOBILENET025: ModelFile = ModelFile {
+    name: "retinaface-mobilenet0.25",
+    aliases: &["retinaface_mobile0.25"],
+    file_name: "detection_mobilenet0.25_Final.pth",
+    sources: &[gh(
+        "/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",
+    )],
+    size: 1_789_735,
+    sha256: Some("2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220"),
+    description: "the lighter face detector: RetinaFace, MobileNet-0.25 backbone (facexlib)",
+};
+
+const PARSENET: ModelFile = ModelFile {
+    name: "parsenet",
+    aliases: &["parsing_parsenet"],
+    file_name: "parsing_parsenet.pth",
+    sources: &[gh(
+        "/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth",
+    )],
+    size: 85_331_193,
+    sha256: Some("3d558d8d0e42c20224f13cf5a29c79eba2d59913419f945545d8cf7b72920de2"),
+    description: "face parsing of unaligned_face's paste-back: ParseNet, 19 classes (facexlib)",
+};
+
 // ---- text ----
 
 const CLIP_BPE: ModelFile = ModelFile {
@@ -332,6 +372,10 @@ const FILES: &[ModelFile] = &[
     // ---- v1 full checkpoints (README; not used by upstream's inference code) ----
     FULL_V1_GENERAL,
     FULL_V1_FACE,
+    // ---- faces in whole photos ----
+    RETINAFACE_RESNET50,
+    RETINAFACE_MOBILENET025,
+    PARSENET,
     // ---- text ----
     CLIP_BPE,
 ];
@@ -358,7 +402,7 @@ pub fn find_file(name: &str) -> Result<&'static ModelFile, HubError> {
 /// `unaligned_bfr_loop.py:L25-L48`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReleaseFiles {
-    /// The stage-1 network.
+    /// The stage-1 network (of the background for `unaligned_face`).
     pub stage1: &'static ModelFile,
     /// The Stable Diffusion base (UNet, VAE, text encoder).
     pub sd: &'static ModelFile,
@@ -366,34 +410,61 @@ pub struct ReleaseFiles {
     pub controlnet: &'static ModelFile,
     /// The CLIP BPE merges the text encoder's tokenizer is built from.
     pub bpe_vocab: &'static ModelFile,
+    /// The face models of `unaligned_face`.
+    pub face: Option<FaceFiles>,
+}
+
+/// The models `unaligned_face` adds (`unaligned_bfr_loop.py:L25-L48` and its face helper:
+/// `init_detection_model('retinaface_resnet50')`, `init_parsing_model('parsenet')`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaceFiles {
+    /// The stage-1 network of the aligned faces.
+    pub stage1: &'static ModelFile,
+    /// The face detector.
+    pub detector: &'static ModelFile,
+    /// The face-parsing network of the paste-back.
+    pub parser: &'static ModelFile,
 }
 
 impl ReleaseFiles {
-    /// The four files, in the order they are downloaded: the stage-1 network, the
-    /// IRControlNet, the Stable Diffusion base, the CLIP merges.
-    pub fn all(&self) -> [&'static ModelFile; 4] {
-        [self.stage1, self.controlnet, self.sd, self.bpe_vocab]
+    /// Every file, in the order they are downloaded: the stage-1 network, the IRControlNet,
+    /// the Stable Diffusion base, the CLIP merges, then the face models.
+    pub fn all(&self) -> Vec<&'static ModelFile> {
+        let mut all = vec![self.stage1, self.controlnet, self.sd, self.bpe_vocab];
+        if let Some(face) = &self.face {
+            all.extend([face.stage1, face.detector, face.parser]);
+        }
+        all
     }
 }
 
 /// The files `task` of the release `version` needs: one row per task and release.
+/// `unaligned_face` has no v1 release (the reference refuses it); its row for v1 is v1's `sr`
+/// row with the face models, and the pipeline's settings refuse it.
 pub fn release_files(task: Task, version: Version) -> ReleaseFiles {
     let (stage1, sd, controlnet) = match (task, version) {
-        (Task::Sr, Version::V1) => (&SWINIR_GENERAL, &SD21, &CONTROLNET_V1_GENERAL),
+        (Task::Sr | Task::Denoise | Task::UnalignedFace, Version::V1) => {
+            (&SWINIR_GENERAL, &SD21, &CONTROLNET_V1_GENERAL)
+        }
         (Task::Face, Version::V1) => (&SWINIR_FACE, &SD21, &CONTROLNET_V1_FACE),
-        (Task::Denoise, Version::V1) => (&SWINIR_GENERAL, &SD21, &CONTROLNET_V1_GENERAL),
-        (Task::Sr, Version::V2) => (&BSRNET, &SD21, &CONTROLNET_V2),
+        (Task::Sr | Task::UnalignedFace, Version::V2) => (&BSRNET, &SD21, &CONTROLNET_V2),
         (Task::Face, Version::V2) => (&SWINIR_FACE, &SD21, &CONTROLNET_V2),
         (Task::Denoise, Version::V2) => (&SCUNET, &SD21, &CONTROLNET_V2),
-        (Task::Sr, Version::V21) => (&SWINIR_REALESRGAN, &SD21_ZSNR, &CONTROLNET_V21),
+        (Task::Sr | Task::Denoise | Task::UnalignedFace, Version::V21) => {
+            (&SWINIR_REALESRGAN, &SD21_ZSNR, &CONTROLNET_V21)
+        }
         (Task::Face, Version::V21) => (&SWINIR_FACE, &SD21_ZSNR, &CONTROLNET_V21),
-        (Task::Denoise, Version::V21) => (&SWINIR_REALESRGAN, &SD21_ZSNR, &CONTROLNET_V21),
     };
     ReleaseFiles {
         stage1,
         sd,
         controlnet,
         bpe_vocab: &CLIP_BPE,
+        face: (task == Task::UnalignedFace).then_some(FaceFiles {
+            stage1: &SWINIR_FACE,
+            detector: &RETINAFACE_RESNET50,
+            parser: &PARSENET,
+        }),
     }
 }
 
@@ -557,7 +628,7 @@ mod tests {
                 let stage1 = match (task, version) {
                     (Task::Face, _) => "face_swinir_v1.ckpt",
                     (_, Version::V1) => "general_swinir_v1.ckpt",
-                    (Task::Sr, Version::V2) => "BSRNet.pth",
+                    (Task::Sr | Task::UnalignedFace, Version::V2) => "BSRNet.pth",
                     (Task::Denoise, Version::V2) => "scunet_color_real_psnr.pth",
                     (_, Version::V21) => "realesrgan_s4_swinir_100k.pth",
                 };
@@ -571,8 +642,15 @@ mod tests {
                     Version::V21 => "sd2.1-base-zsnr-laionaes5.ckpt",
                     _ => "v2-1_512-ema-pruned.ckpt",
                 };
-                let got = files.all().map(|f| f.file_name);
-                let want = [stage1, controlnet, sd, "bpe_simple_vocab_16e6.txt.gz"];
+                let got: Vec<&str> = files.all().iter().map(|f| f.file_name).collect();
+                let mut want = vec![stage1, controlnet, sd, "bpe_simple_vocab_16e6.txt.gz"];
+                if task == Task::UnalignedFace {
+                    want.extend([
+                        "face_swinir_v1.ckpt",
+                        "detection_Resnet50_Final.pth",
+                        "parsing_parsenet.pth",
+                    ]);
+                }
                 assert_eq!(got, want, "{task} {version}");
                 for file in files.all() {
                     assert_eq!(find_file(file.name).unwrap(), file, "{task} {version}");

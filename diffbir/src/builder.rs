@@ -7,6 +7,8 @@ use diffbir_core::device::DeviceSpec;
 
 use crate::error::Result;
 #[cfg(feature = "download")]
+use crate::faces::{FaceWeightFiles, face_files};
+#[cfg(feature = "download")]
 use crate::hub::{DownloadObserver, Hub, release_files};
 use crate::pipeline::{ModelConfigs, Pipeline, PipelineConfig, Task, Version, WeightFiles};
 
@@ -125,11 +127,20 @@ impl PipelineBuilder {
                     None => Hub::from_env()?,
                 };
                 let official = release_files(self.config.task, self.config.version);
+                let face = match face_files(&self.config)? {
+                    Some(face) => Some(FaceWeightFiles {
+                        stage1: hub.fetch_file(face.stage1, observer)?,
+                        detector: hub.fetch_file(face.detector, observer)?,
+                        parser: hub.fetch_file(face.parser, observer)?,
+                    }),
+                    None => None,
+                };
                 WeightFiles {
                     stage1: hub.fetch_file(official.stage1, observer)?,
                     sd: hub.fetch_file(official.sd, observer)?,
                     controlnet: hub.fetch_file(official.controlnet, observer)?,
                     bpe_vocab: hub.fetch_file(official.bpe_vocab, observer)?,
+                    face,
                 }
             }
         };

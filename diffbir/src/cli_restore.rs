@@ -12,6 +12,8 @@ use diffbir::core::Precision;
 use diffbir::core::color::ColorFix;
 use diffbir::core::device::DeviceSpec;
 use diffbir::core::image::{ReadOptions, open_image, save_image};
+use diffbir::face::{Backbone, FaceSelection, RetinaFaceConfig};
+use diffbir::faces::{FaceWeightFiles, face_files};
 use diffbir::hub::{ModelFile, release_files};
 use diffbir::pipeline::{ModelConfigs, Pipeline, PipelineConfig, Task, Version, WeightFiles};
 use diffbir::sampler::{
@@ -57,6 +59,29 @@ pub struct RestoreArgs {
     /// IRControlNet checkpoint instead of the official one (`--ckpt` of the reference).
     #[arg(long, aliases = ["ckpt", "controlnet_ckpt"])]
     controlnet_ckpt: Option<PathBuf>,
+    /// unaligned_face: the face detector's backbone (facexlib's `det_model`; default the
+    /// reference's resnet50).
+    #[arg(long, alias = "det_model", value_parser = named::<Backbone>())]
+    face_detector: Option<Backbone>,
+    /// unaligned_face: restore only the face nearest the centre of the photo.
+    #[arg(long, alias = "only_center_face")]
+    only_center_face: bool,
+    /// unaligned_face: restore only the largest face.
+    #[arg(long, conflicts_with = "only_center_face")]
+    largest_face: bool,
+    /// unaligned_face: paste faces through the blurred square alone, without the face
+    /// parsing mask (the reference's `use_parse=False`).
+    #[arg(long)]
+    no_face_parse: bool,
+    /// unaligned_face: stage-1 checkpoint of the faces instead of the official one.
+    #[arg(long)]
+    face_stage1_ckpt: Option<PathBuf>,
+    /// unaligned_face: face detector checkpoint instead of the official one.
+    #[arg(long)]
+    detector_ckpt: Option<PathBuf>,
+    /// unaligned_face: face parsing checkpoint instead of the official one.
+    #[arg(long)]
+    parser_ckpt: Option<PathBuf>,
     /// Sampler (default: the release's).
     #[arg(long, value_parser = named::<SamplerKind>())]
     sampler: Option<SamplerKind>,
@@ -225,6 +250,17 @@ impl RestoreArgs {
         if let Some(upscale) = self.upscale {
             config.upscale = upscale;
         }
+        if let Some(backbone) = self.face_detector {
+            config.models.face.detector = RetinaFaceConfig::of(backbone);
+        }
+        config.faces.selection = if self.only_center_face {
+            FaceSelection::Center
+        } else if self.largest_face {
+            FaceSelection::Largest
+        } else {
+            FaceSelection::All
+        };
+        config.faces.use_parse = !self.no_face_parse;
         let options = SamplerOptions::new()
             .with_s_churn(self.s_churn)
             .with_s_tmin(self.s_tmin)
@@ -296,10 +332,10 @@ fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// A decoded input and where its results go.
-struct Job {
-    source: PathBuf,
-    image: image::DynamicImage,
-    outputs: Vec<PathBuf>,
+pub(crate) struct Job {
+    pub(crate) source: PathBuf,
+    pub(crate) image: image::DynamicImage,
+    pub(crate) outputs: Vec<PathBuf>,
 }
 
 /// Draws one bar per image over the sampler steps.
@@ -356,24 +392,28 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
         );
         bar.set_message(job.source.display().to_string());
         let mut steps = Steps { bar };
-        let result = pipeline
-            .restore_image_observed(&job.image, &mut steps)
-            .map_err(anyhow::Error::from)
-            .and_then(|samples| {
-                for (image, out) in samples.iter().zip(&job.outputs) {
-                    save_image(out, image)?;
-                }
-                Ok(())
-            })
-            .and_then(|()| {
-                let stage2 = &pipeline.config().stage2;
-                record_prompts(
-                    &args.output,
-                    &job.source,
-                    &stage2.pos_prompt,
-                    &stage2.neg_prompt,
-                )
-            });
+        let result = if pipeline.config().task == Task::UnalignedFace {
+            crate::cli_faces::restore(&pipeline, job, &args.output, &mut steps)
+        } else {
+            pipeline
+                .restore_image_observed(&job.image, &mut steps)
+                .map_err(anyhow::Error::from)
+                .and_then(|samples| {
+                    for (image, out) in samples.iter().zip(&job.outputs) {
+                        save_image(out, image)?;
+                    }
+                    Ok(())
+                })
+        }
+        .and_then(|()| {
+            let stage2 = &pipeline.config().stage2;
+            record_prompts(
+                &args.output,
+                &job.source,
+                &stage2.pos_prompt,
+                &stage2.neg_prompt,
+            )
+        });
         steps.bar.finish_and_clear();
         match result {
             Ok(()) => {
@@ -398,6 +438,15 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
 /// does: columns `file_name` (the input's stem), `pos_prompt`, `neg_prompt`; the header is
 /// written when the file is created.
 fn record_prompts(output: &Path, source: &Path, pos: &str, neg: &str) -> Result<()> {
+    let stem = source
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    record_prompt_row(output, &stem, pos, neg)
+}
+
+/// Appends one `prompt.csv` row (see [`record_prompts`]).
+pub(crate) fn record_prompt_row(output: &Path, stem: &str, pos: &str, neg: &str) -> Result<()> {
     let path = output.join("prompt.csv");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -406,14 +455,10 @@ fn record_prompts(output: &Path, source: &Path, pos: &str, neg: &str) -> Result<
         .with_context(|| format!("opening {}", path.display()))?;
     let new = file.metadata().map(|m| m.len() == 0).unwrap_or(false);
     let mut writer = csv::Writer::from_writer(file);
-    let stem = source
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
     if new {
         writer.write_record(["file_name", "pos_prompt", "neg_prompt"])?;
     }
-    writer.write_record([stem.as_str(), pos, neg])?;
+    writer.write_record([stem, pos, neg])?;
     writer
         .flush()
         .with_context(|| format!("writing {}", path.display()))?;
@@ -435,7 +480,8 @@ fn prepare(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let outputs: Vec<PathBuf> = if config.n_samples == 1 {
+    // unaligned_face always numbers its results (`unaligned_bfr_loop.py:L195`).
+    let outputs: Vec<PathBuf> = if config.n_samples == 1 && config.task != Task::UnalignedFace {
         vec![args.output.join(format!("{stem}.png"))]
     } else {
         (0..config.n_samples)
@@ -467,6 +513,9 @@ fn weight_files(args: &RestoreArgs, config: &PipelineConfig) -> Result<WeightFil
         ("--stage1-ckpt", &args.stage1_ckpt),
         ("--sd-ckpt", &args.sd_ckpt),
         ("--controlnet-ckpt", &args.controlnet_ckpt),
+        ("--face-stage1-ckpt", &args.face_stage1_ckpt),
+        ("--detector-ckpt", &args.detector_ckpt),
+        ("--parser-ckpt", &args.parser_ckpt),
     ] {
         if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
             bail!("{option} {}: no such file", path.display());
@@ -481,10 +530,19 @@ fn weight_files(args: &RestoreArgs, config: &PipelineConfig) -> Result<WeightFil
             None => Ok(hub.fetch_file(file, &mut progress)?),
         }
     };
+    let face = match face_files(config)? {
+        Some(face) => Some(FaceWeightFiles {
+            stage1: fetch(&args.face_stage1_ckpt, face.stage1)?,
+            detector: fetch(&args.detector_ckpt, face.detector)?,
+            parser: fetch(&args.parser_ckpt, face.parser)?,
+        }),
+        None => None,
+    };
     Ok(WeightFiles {
         stage1: fetch(&args.stage1_ckpt, files.stage1)?,
         sd: fetch(&args.sd_ckpt, files.sd)?,
         controlnet: fetch(&args.controlnet_ckpt, files.controlnet)?,
         bpe_vocab: fetch(&None, files.bpe_vocab)?,
+        face,
     })
 }

@@ -5,13 +5,15 @@
 use std::path::Path;
 
 use diffbir_core::NoiseSource;
-use diffbir_core::image::{ReadOptions, SaveOptions, image_meta, open_image, tensor_to_image};
+use diffbir_core::image::{
+    ReadOptions, SaveOptions, image_meta, open_image, rgb8_to_image, tensor_to_image,
+};
 use diffbir_core::resize::upscaled_size;
 use image::DynamicImage;
 
 use crate::error::{Error, Result};
 use crate::observe::Observer;
-use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::pipeline::{Pipeline, PipelineConfig, Task};
 
 impl PipelineConfig {
     /// The output size `(width, height)` of a `width × height` input, or an error when it
@@ -40,7 +42,8 @@ impl PipelineConfig {
 
 impl Pipeline {
     /// Restores one image: the pipeline's `n_samples` results, each the output size, seeded
-    /// with the pipeline's seed (the same image gives the same results).
+    /// with the pipeline's seed (the same image gives the same results). For `unaligned_face`
+    /// the results are [`Self::restore_faces`]' images (8-bit, at the canvas size).
     pub fn restore_image(&self, image: &DynamicImage) -> Result<Vec<DynamicImage>> {
         self.restore_image_observed(image, &mut ())
     }
@@ -54,6 +57,14 @@ impl Pipeline {
         self.config().output_size(image.width(), image.height())?;
         let meta = image_meta(image);
         let mut noise = NoiseSource::seeded(self.seed());
+        if self.config().task == Task::UnalignedFace {
+            let restored = self.restore_faces(image, None, &mut noise, observer)?;
+            return Ok(restored
+                .images
+                .into_iter()
+                .map(|rgb| rgb8_to_image(rgb, &meta))
+                .collect());
+        }
         let samples = self.restore(image, &mut noise, observer)?;
         let options = SaveOptions::like(&meta);
         Ok(samples

@@ -55,6 +55,7 @@ pub use image;
 
 mod builder;
 mod error;
+pub mod faces;
 mod images;
 mod observe;
 pub mod pipeline;
@@ -65,5 +66,6 @@ pub use builder::{DEFAULT_SEED, PipelineBuilder};
 pub use diffbir_core::image::save_image;
 pub use diffbir_core::{Fault, Precision};
 pub use error::{Error, Result};
-pub use observe::{Event, Observer};
+pub use faces::{FaceOptions, FaceRestoration};
+pub use observe::{Event, Observer, Part};
 pub use pipeline::{ModelConfigs, Pipeline, PipelineConfig, Task, Version, WeightFiles};

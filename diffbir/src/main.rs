@@ -13,6 +13,7 @@ use diffbir::hub::{self, DownloadEvent, DownloadObserver, Hub, Location, ModelFi
 use diffbir::pipeline::{Task, Version};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
+mod cli_faces;
 mod cli_restore;
 mod cli_values;
 

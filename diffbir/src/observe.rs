@@ -22,6 +22,14 @@ pub enum Event<'a> {
         /// The step: its index, the total, the timestep and the latents.
         step: &'a StepInfo<'a>,
     },
+    /// `unaligned_face`: the faces found on the canvas; their restorations follow, then the
+    /// background's.
+    Faces {
+        /// Faces kept after the helper's filters.
+        found: usize,
+    },
+    /// `unaligned_face`: the restoration of one part starts.
+    Part(Part),
     /// Samples decoded and colour-fixed.
     Samples {
         /// Samples of this image finished so far.
@@ -29,6 +37,15 @@ pub enum Event<'a> {
         /// Samples of this image in all.
         total: usize,
     },
+}
+
+/// A part of an `unaligned_face` restoration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The aligned face with this index.
+    Face(usize),
+    /// The background (the whole photo).
+    Background,
 }
 
 /// Receives the [`Event`]s of a restoration. Returning `ControlFlow::Break(())` cancels it:

@@ -43,6 +43,9 @@ use std::ops::ControlFlow;
 
 use crate::builder::DEFAULT_SEED;
 use crate::error::{Error, Result};
+use crate::faces::{
+    FaceModelConfigs, FaceModels, FaceOptions, FaceWeightFiles, detector_file_name,
+};
 use crate::observe::{Event, Observer};
 use crate::stage2::{Stage2, Stage2Options, VaeTiling};
 
@@ -72,6 +75,10 @@ pub struct ModelConfigs {
     pub clip: ClipTextConfig,
     /// Training schedule of the SD checkpoint.
     pub schedule: NoiseScheduleConfig,
+    /// The face models of `unaligned_face` (`stage1` is then the background's); files that
+    /// leave them out get the official shapes.
+    #[serde(default)]
+    pub face: FaceModelConfigs,
 }
 
 /// Every setting of a restoration, validated in one place.
@@ -98,6 +105,8 @@ pub struct PipelineConfig {
     pub n_samples: usize,
     /// Samples per diffusion batch (`--batch_size`).
     pub batch_size: usize,
+    /// How `unaligned_face` finds and pastes faces.
+    pub faces: FaceOptions,
 }
 
 impl PipelineConfig {
@@ -135,6 +144,7 @@ impl PipelineConfig {
                 vae: VaeConfig::sd21(),
                 clip: ClipTextConfig::vit_h14(),
                 schedule,
+                face: FaceModelConfigs::default(),
             },
             upscale: if task == Task::Face { 1.0 } else { 4.0 },
             stage2: Stage2Options {
@@ -157,6 +167,7 @@ impl PipelineConfig {
             precision: Precision::F32,
             n_samples: 1,
             batch_size: 1,
+            faces: FaceOptions::default(),
         }
     }
 
@@ -173,6 +184,15 @@ impl PipelineConfig {
                 "upscale",
                 format!("{} must be a positive number", self.upscale),
             );
+        }
+        if self.task == Task::UnalignedFace {
+            if self.version == Version::V1 {
+                return bad(
+                    "version",
+                    "DiffBIR v1 has no unaligned_face task: use v2 or v2.1".into(),
+                );
+            }
+            self.models.face.validate()?;
         }
         if self.n_samples == 0 || self.batch_size == 0 {
             return bad(
@@ -220,6 +240,8 @@ pub struct WeightFiles {
     pub controlnet: PathBuf,
     /// The text tokenizer's BPE merges (`bpe_simple_vocab_16e6.txt.gz`).
     pub bpe_vocab: PathBuf,
+    /// The face models (`unaligned_face` only).
+    pub face: Option<FaceWeightFiles>,
 }
 
 impl WeightFiles {
@@ -233,6 +255,11 @@ impl WeightFiles {
             sd: dir.join(files.sd.file_name),
             controlnet: dir.join(files.controlnet.file_name),
             bpe_vocab: dir.join(files.bpe_vocab.file_name),
+            face: files.face.map(|face| FaceWeightFiles {
+                stage1: dir.join(face.stage1.file_name),
+                detector: dir.join(detector_file_name(config.models.face.detector.network_name)),
+                parser: dir.join(face.parser.file_name),
+            }),
         }
     }
 }
@@ -243,6 +270,7 @@ pub struct Pipeline {
     config: PipelineConfig,
     stage1: Stage1,
     stage2: Stage2,
+    faces: Option<FaceModels>,
     device: Device,
     seed: u64,
 }
@@ -285,10 +313,26 @@ impl Pipeline {
             tokenizer: ClipTokenizer::from_file(&files.bpe_vocab)?,
             schedule: models.schedule.init(),
         };
+        let faces = match (config.task, &files.face) {
+            (Task::UnalignedFace, Some(face)) => Some(FaceModels::load(
+                &models.face,
+                face,
+                config.precision,
+                device,
+            )?),
+            (Task::UnalignedFace, None) => {
+                return Err(Error::Core(diffbir_core::Error::invalid(
+                    "weight files",
+                    "unaligned_face needs the face models' files (WeightFiles::face)",
+                )));
+            }
+            _ => None,
+        };
         Ok(Self {
             config,
             stage1,
             stage2,
+            faces,
             device: device.clone(),
             seed: DEFAULT_SEED,
         })
@@ -320,17 +364,33 @@ impl Pipeline {
         &self.stage2
     }
 
-    /// Stage 1 with the reference's input and resize rules; returns the condition image and
-    /// the output size `(height, width)`.
-    fn stage1(&self, image: &DynamicImage, device: &Device) -> Result<(Tensor<4>, (usize, usize))> {
+    /// Stage 1 (of the background for `unaligned_face`).
+    pub(crate) fn stage1_model(&self) -> &Stage1 {
+        &self.stage1
+    }
+
+    /// The face models of an `unaligned_face` pipeline.
+    pub(crate) fn face_models(&self) -> Option<&FaceModels> {
+        self.faces.as_ref()
+    }
+
+    /// Stage 1 (`model`, at `upscale`) with the reference's input and resize rules; returns
+    /// the condition image and the output size `(height, width)`.
+    fn stage1(
+        &self,
+        model: &Stage1,
+        upscale: f64,
+        image: &DynamicImage,
+    ) -> Result<(Tensor<4>, (usize, usize))> {
         const SHORT_EDGE: usize = 512;
-        let bsrnet = matches!(self.stage1, Stage1::RrdbNet(_));
+        let device = &self.device;
+        let bsrnet = matches!(model, Stage1::RrdbNet(_));
         let (lq, output) = if bsrnet {
             let rgb = image.to_rgb8();
-            let (w, h) = upscaled_size(rgb.width(), rgb.height(), self.config.upscale)?;
+            let (w, h) = upscaled_size(rgb.width(), rgb.height(), upscale)?;
             (rgb, (h as usize, w as usize))
         } else {
-            let rgb = pil_upscale(image, self.config.upscale)?;
+            let rgb = pil_upscale(image, upscale)?;
             let size = (rgb.height() as usize, rgb.width() as usize);
             (rgb, size)
         };
@@ -340,10 +400,10 @@ impl Pipeline {
             h.min(w)
         };
         let run = |x: Tensor<4>| match self.config.cleaner_tile {
-            Some((size, stride)) => self.stage1.restore_tiled(x, size, stride),
-            None => Ok(self.stage1.restore(x)),
+            Some((size, stride)) => model.restore_tiled(x, size, stride),
+            None => Ok(model.restore(x)),
         };
-        let cond = match &self.stage1 {
+        let cond = match model {
             // SwinIRPipeline resizes before the untiled network, after the tiled one.
             Stage1::SwinIr(_) if self.config.cleaner_tile.is_none() => {
                 let lq = if short(&lq) < SHORT_EDGE {
@@ -380,8 +440,30 @@ impl Pipeline {
     ///
     /// `observer` sees stage 1, every sampler step and the decoded samples; when it breaks,
     /// the restoration stops within the current step and returns [`Error::Cancelled`].
+    ///
+    /// `unaligned_face` pipelines restore with [`Self::restore_faces`] (or
+    /// [`Self::restore_image`]): their results are pasted 8-bit images.
     pub fn restore(
         &self,
+        image: &DynamicImage,
+        noise: &mut NoiseSource,
+        observer: &mut impl Observer,
+    ) -> Result<Vec<Tensor<4>>> {
+        if self.config.task == Task::UnalignedFace {
+            return Err(Error::Core(diffbir_core::Error::invalid(
+                "task",
+                "an unaligned_face pipeline restores with restore_faces or restore_image",
+            )));
+        }
+        self.restore_with(&self.stage1, self.config.upscale, image, noise, observer)
+    }
+
+    /// [`Self::restore`] with another stage-1 network and upscale (the faces of
+    /// `unaligned_face`).
+    pub(crate) fn restore_with(
+        &self,
+        model: &Stage1,
+        upscale: f64,
         image: &DynamicImage,
         noise: &mut NoiseSource,
         observer: &mut impl Observer,
@@ -390,7 +472,7 @@ impl Pipeline {
             ControlFlow::Continue(()) => Ok(()),
             ControlFlow::Break(()) => Err(Error::Cancelled),
         };
-        let (cond, (out_h, out_w)) = self.stage1(image, &self.device)?;
+        let (cond, (out_h, out_w)) = self.stage1(model, upscale, image)?;
         cancelled(observer.on_event(&Event::Stage1 { condition: &cond }))?;
         let total = self.config.n_samples;
         let mut results = Vec::with_capacity(total);

@@ -8,6 +8,7 @@
 use burn::tensor::Device;
 use diffbir_controlnet::{CONTROLNET_KEYS, ControlNetConfig};
 use diffbir_core::{Checkpoint, Error, KeyMap, LoadReport, Result, apply_checkpoint};
+use diffbir_face::{PARSENET_KEYS, ParseNetConfig, RETINAFACE_KEYS, RetinaFaceConfig};
 use diffbir_ldm::sd::StableDiffusionConfig;
 use diffbir_rm::rrdbnet::BSRNET_KEYS;
 use diffbir_rm::scunet::SCUNET_KEYS;
@@ -94,6 +95,33 @@ const MODELS: &[ModelEntry] = &[
         name: "controlnet-v2.1",
         description: "IRControlNet of DiffBIR v2.1 (DiffBIR_v2.1.pt)",
         apply: controlnet,
+    },
+    ModelEntry {
+        name: "retinaface-resnet50",
+        description: "face detector of unaligned_face: RetinaFace, ResNet-50 (detection_Resnet50_Final.pth)",
+        apply: |c, d| {
+            apply_checkpoint(
+                &mut RetinaFaceConfig::resnet50().init(d),
+                c,
+                &RETINAFACE_KEYS,
+            )
+        },
+    },
+    ModelEntry {
+        name: "retinaface-mobilenet0.25",
+        description: "face detector: RetinaFace, MobileNet-0.25 (detection_mobilenet0.25_Final.pth)",
+        apply: |c, d| {
+            apply_checkpoint(
+                &mut RetinaFaceConfig::mobilenet025().init(d),
+                c,
+                &RETINAFACE_KEYS,
+            )
+        },
+    },
+    ModelEntry {
+        name: "parsenet",
+        description: "face parsing of unaligned_face's paste-back: ParseNet (parsing_parsenet.pth)",
+        apply: |c, d| apply_checkpoint(&mut ParseNetConfig::released().init(d), c, &PARSENET_KEYS),
     },
 ];
 

@@ -702,6 +702,41 @@ def case_opencv_ops(w: Writer) -> None:
     )
 
 
+def write_manifests(out: Path) -> None:
+    """Key manifests of the released models (every state_dict key with shape, dtype and kind),
+    for `cargo xtask fake-checkpoint` and the loading tests: RetinaFace on the real
+    torchvision ResNet-50 and on MobileNet-0.25, ParseNet at 512."""
+    from facexlib.detection.retinaface import RetinaFace
+    from facexlib.parsing.parsenet import ParseNet
+
+    dest = out / "manifests"
+    dest.mkdir(parents=True, exist_ok=True)
+    models = {
+        "retinaface_resnet50": (RetinaFace(network_name="resnet50", half=False, device="cpu"),
+                                "facexlib.detection.retinaface.RetinaFace", {"network_name": "resnet50"},
+                                "detection_Resnet50_Final.pth"),
+        "retinaface_mobilenet025": (RetinaFace(network_name="mobile0.25", half=False, device="cpu"),
+                                    "facexlib.detection.retinaface.RetinaFace", {"network_name": "mobile0.25"},
+                                    "detection_mobilenet0.25_Final.pth"),
+        "parsenet": (ParseNet(in_size=512, out_size=512, parsing_ch=19), "facexlib.parsing.parsenet.ParseNet",
+                     {"in_size": 512, "out_size": 512, "parsing_ch": 19}, "parsing_parsenet.pth"),
+    }
+    for name, (model, cls, config, file_name) in models.items():
+        params = dict(model.named_parameters())
+        keys = [{"key": k, "checkpoint_key": k, "shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", ""),
+                 "kind": "parameter" if k in params else "buffer"} for k, v in model.state_dict().items()]
+        (dest / f"{name}.json").write_text(compact_json({
+            "model": name,
+            "module_class": cls,
+            "config": config,
+            "released_file": file_name,
+            "checkpoint_key_prefix": "",
+            "num_parameters": sum(p.numel() for p in params.values()),
+            "num_keys": len(keys),
+            "keys": keys,
+        }))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--diffbir", type=Path, required=True, help="DiffBIR checkout at the pinned commit")
@@ -712,6 +747,7 @@ def main() -> None:
     import facexlib
     face_mod = import_face_helper(args.diffbir)
     w = Writer(args.out)
+    write_manifests(args.out)
     case_opencv_ops(w)
     detectors = {key: Detector(w, args.images, face_mod, key) for key in RETINAFACE_VARIANTS}
     for det in detectors.values():

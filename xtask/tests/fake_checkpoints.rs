@@ -140,3 +140,52 @@ fn sd_checkpoint_in_its_official_layout() {
         assert_eq!(report.applied.len() + 1, written);
     }
 }
+
+/// The facexlib models of `unaligned_face`, from the manifests the face generator writes.
+fn verify_face(manifest: &str, layout: Layout, model: &str, file: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(file);
+    let manifest = fixtures::repo_fixtures("face")
+        .join("manifests")
+        .join(manifest);
+    let written = fake_checkpoint::write(&[manifest], layout, &out, 7).unwrap();
+    let report = diffbir::zoo::verify(&out, model, &Device::flex()).unwrap();
+    assert!(report.is_complete(), "{model} from {file}: {report:?}");
+    assert_eq!(
+        report.applied.len() + report.dropped.len(),
+        written,
+        "{model}"
+    );
+    report.to_string()
+}
+
+#[test]
+fn facexlib_checkpoints_in_their_official_layouts() {
+    // Batch norms' `num_batches_tracked` are dropped; facexlib strips a `module.` prefix.
+    assert_eq!(
+        verify_face(
+            "retinaface_resnet50.json",
+            Layout::DataParallel,
+            "retinaface-resnet50",
+            "detection_Resnet50_Final.pth"
+        ),
+        verify_face(
+            "retinaface_resnet50.json",
+            Layout::StateDict,
+            "retinaface-resnet50",
+            "resnet50_plain.pth"
+        ),
+    );
+    verify_face(
+        "retinaface_mobilenet025.json",
+        Layout::StateDict,
+        "retinaface-mobilenet0.25",
+        "detection_mobilenet0.25_Final.pth",
+    );
+    verify_face(
+        "parsenet.json",
+        Layout::StateDict,
+        "parsenet",
+        "parsing_parsenet.pth",
+    );
+}

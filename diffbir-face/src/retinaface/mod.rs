@@ -25,9 +25,9 @@ diffbir_core::named_enum! {
     /// RetinaFace's backbone (`network_name` of facexlib's `RetinaFace`).
     pub enum Backbone ("RetinaFace backbone") {
         /// ResNet-50 (`detection_Resnet50_Final.pth`, DiffBIR's choice).
-        ResNet50 = "resnet50",
+        ResNet50 = "resnet50" | "retinaface_resnet50",
         /// MobileNet-0.25 (`detection_mobilenet0.25_Final.pth`).
-        MobileNet025 = "mobile0.25",
+        MobileNet025 = "mobile0.25" | "retinaface_mobile0.25",
     }
 }
 

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use diffbir::controlnet::ControlNetConfig;
+use diffbir::faces::FaceModelConfigs;
 use diffbir::hub::release_files;
 use diffbir::ldm::clip::ClipTextConfig;
 use diffbir::ldm::{UnetConfig, VaeConfig};
@@ -30,12 +31,56 @@ pub fn official_files(task: Task) -> [(&'static str, &'static str); 4] {
     ]
 }
 
+/// The generated face cases (`testing/fixtures/face`).
+pub fn face_cases() -> PathBuf {
+    crate::fixtures::repo_fixtures("face")
+}
+
+/// The tiny detector and parser of the face cases, as (official file name, weight file of
+/// the face cases), and the face stage 1's stand-in from the shared fixtures.
+pub fn official_face_files() -> [(&'static str, PathBuf); 3] {
+    [
+        (
+            "face_swinir_v1.ckpt",
+            shared().join("fixtures/swinir_tiny.weights.safetensors"),
+        ),
+        (
+            "detection_Resnet50_Final.pth",
+            face_cases().join(TINY_DETECTOR),
+        ),
+        ("parsing_parsenet.pth", face_cases().join(TINY_PARSER)),
+    ]
+}
+
+/// The face cases' random-weight detector (a narrow ResNet backbone).
+const TINY_DETECTOR: &str = "retinaface_resnet50_narrow.weights.safetensors";
+/// The face cases' random-weight parser at 512.
+const TINY_PARSER: &str = "face_paste_back.parsenet.weights.safetensors";
+
+/// The shapes of the face stand-ins, read from the face cases' index.
+pub fn tiny_face_models() -> FaceModelConfigs {
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(face_cases().join("index.json")).unwrap())
+            .unwrap();
+    let config = |file: &str| index["weight_files"][file]["config"].clone();
+    FaceModelConfigs {
+        stage1: Stage1Config::SwinIr(SwinIrConfig::tiny()),
+        detector: serde_json::from_value(config(TINY_DETECTOR)).unwrap(),
+        parser: serde_json::from_value(config(TINY_PARSER)).unwrap(),
+    }
+}
+
 /// A weights folder holding the stand-ins of `task`'s official files under their names.
 pub fn weights_dir(task: Task, dir: &Path) -> PathBuf {
     let weights = dir.join("weights");
     std::fs::create_dir_all(&weights).unwrap();
     for (name, fixture) in official_files(task) {
         std::fs::copy(shared().join("fixtures").join(fixture), weights.join(name)).unwrap();
+    }
+    if task == Task::UnalignedFace {
+        for (name, path) in official_face_files() {
+            std::fs::copy(path, weights.join(name)).unwrap();
+        }
     }
     weights
 }
@@ -48,6 +93,7 @@ pub fn tiny_models() -> ModelConfigs {
     models.controlnet = ControlNetConfig::tiny();
     models.vae = VaeConfig::tiny();
     models.clip = ClipTextConfig::tiny();
+    models.face = tiny_face_models();
     models
 }
 

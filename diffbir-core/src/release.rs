@@ -10,7 +10,7 @@
 //! let version: Version = "v2.1".parse()?;
 //! assert_eq!(version, Version::V21);
 //! assert_eq!(Task::Face.to_string(), "face");
-//! assert_eq!(Task::ALL, [Task::Sr, Task::Face, Task::Denoise]);
+//! assert_eq!(Task::ALL, [Task::Sr, Task::Face, Task::Denoise, Task::UnalignedFace]);
 //! # Ok::<(), diffbir_core::Error>(())
 //! ```
 

@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use diffbir_core::{Error, Result};
 
 use crate::cv::Mat;
+use crate::host_values;
 use crate::retinaface::{ANCHORS, MEAN, RawDetections, RetinaFace};
 
 /// Anchor sizes per level (`min_sizes`), in pixels.
@@ -156,15 +157,10 @@ pub fn decode(raw: &RawDetections, h: usize, w: usize) -> Result<Candidates> {
                 reason: format!("{p} rows for {} priors of a {h}×{w} image", priors.len()),
             });
         }
-        let first = t.clone().slice([0..1, 0..p, 0..v]);
-        first
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| Error::InvalidArgument {
-                what: "RetinaFace outputs".into(),
-                reason: format!("{e:?}"),
-            })
+        host_values(
+            t.clone().slice([0..1, 0..p, 0..v]).into_data(),
+            "RetinaFace outputs",
+        )
     };
     let (loc, conf, landms) = (
         values(&raw.loc)?,

@@ -17,3 +17,16 @@ pub use helper::{Face, FaceSelection, HelperOptions};
 pub use layers::ConvBn;
 pub use parsenet::{PARSENET_KEYS, ParseNet, ParseNetConfig};
 pub use retinaface::{Backbone, RETINAFACE_KEYS, RetinaFace, RetinaFaceConfig};
+
+/// A tensor's values on the host as `T` (`what` names it in the error).
+pub(crate) fn host_values<T: burn::tensor::Element>(
+    data: burn::tensor::TensorData,
+    what: &str,
+) -> diffbir_core::Result<Vec<T>> {
+    data.convert::<T>()
+        .try_into_vec::<T>()
+        .map_err(|e| diffbir_core::Error::DeviceUnavailable {
+            name: what.into(),
+            reason: format!("reading {what} back failed: {e:?}"),
+        })
+}

@@ -9,6 +9,7 @@ use diffbir_core::{Error, Result};
 
 use crate::cv::{self, Mat};
 use crate::helper::Face;
+use crate::host_values;
 use crate::parsenet::ParseNet;
 
 /// Parsing classes kept (255) or cut (0) by the mask: `MASK_COLORMAP` (background, neck,
@@ -78,14 +79,7 @@ fn parse_mask(
     }
     let x = Tensor::<4>::from_data(TensorData::new(chw, [1, 3, 512, 512]), device);
     let classes = parser.forward(x).mask.argmax(1);
-    let classes: Vec<i64> = classes
-        .into_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .map_err(|e| Error::InvalidArgument {
-            what: "ParseNet output".into(),
-            reason: format!("{e:?}"),
-        })?;
+    let classes: Vec<i64> = host_values(classes.into_data(), "ParseNet output")?;
     let values = classes
         .iter()
         .map(|&c| f64::from(MASK_COLORMAP.get(c as usize).copied().unwrap_or(0)))

@@ -21,7 +21,7 @@ use diffbir::sampler::{
     SamplerOptions, StartPoint,
 };
 use diffbir::stage2::VaeTiling;
-use diffbir::{Event, Observer};
+use diffbir::{Event, Observer, Part};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli_values::named;
@@ -341,13 +341,27 @@ pub(crate) struct Job {
 /// Draws one bar per image over the sampler steps.
 struct Steps {
     bar: ProgressBar,
+    /// The input's name, the bar's message.
+    name: String,
 }
 
 impl Observer for Steps {
     fn on_event(&mut self, event: &Event<'_>) -> ControlFlow<()> {
-        if let Event::Step { step, .. } = event {
-            self.bar.set_length(step.total as u64);
-            self.bar.set_position(step.index as u64 + 1);
+        match event {
+            Event::Step { step, .. } => {
+                self.bar.set_length(step.total as u64);
+                self.bar.set_position(step.index as u64 + 1);
+            }
+            // unaligned_face restores each face, then the background.
+            Event::Part(part) => {
+                let part = match part {
+                    Part::Face(k) => format!("face {k}"),
+                    Part::Background => "background".into(),
+                };
+                self.bar.set_message(format!("{} ({part})", self.name));
+                self.bar.set_position(0);
+            }
+            _ => {}
         }
         ControlFlow::Continue(())
     }
@@ -390,8 +404,9 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
             ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} steps {elapsed}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        bar.set_message(job.source.display().to_string());
-        let mut steps = Steps { bar };
+        let name = job.source.display().to_string();
+        bar.set_message(name.clone());
+        let mut steps = Steps { bar, name };
         let result = if pipeline.config().task == Task::UnalignedFace {
             crate::cli_faces::restore(&pipeline, job, &args.output, &mut steps)
         } else {

@@ -232,6 +232,9 @@ fn download(args: &DownloadArgs) -> Result<ExitCode> {
         files.push(hub::find_file(name)?);
     }
     if let Some(version) = args.pipeline_version {
+        // A task the release does not have (v1's unaligned_face) is refused as `restore`
+        // refuses it.
+        diffbir::PipelineConfig::new(args.task, version).validate()?;
         files.extend(hub::release_files(args.task, version).all());
     }
     if files.is_empty() {

@@ -143,5 +143,5 @@ fn cli_offline_and_weights_dir() {
         &server,
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("unaligned"), "{stderr}");
+    assert!(stderr.contains("v1 has no unaligned_face"), "{stderr}");
 }

@@ -51,6 +51,7 @@ fn tiny_pipeline_with(
         sd: fixtures.join("sd_tiny.sd21_format.ckpt"),
         controlnet: fixtures.join("sd_tiny.controlnet_format.pth"),
         bpe_vocab: fixtures.join("bpe_simple_vocab_16e6.txt.gz"),
+        face: None,
     };
     Pipeline::load(config, &files, &Device::flex()).unwrap()
 }
@@ -130,6 +131,7 @@ fn a_checkpoint_for_another_model_is_refused() {
         sd: fixtures.join("sd_tiny.sd21_format.ckpt"),
         controlnet: fixtures.join("sd_tiny.controlnet_format.pth"),
         bpe_vocab: fixtures.join("bpe_simple_vocab_16e6.txt.gz"),
+        face: None,
     };
     let err = Pipeline::load(config, &files, &Device::flex()).unwrap_err();
     assert!(

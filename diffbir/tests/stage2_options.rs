@@ -35,6 +35,7 @@ fn tiny_pipeline() -> Pipeline {
         sd: fixtures.join("sd_tiny.sd21_format.ckpt"),
         controlnet: fixtures.join("sd_tiny.controlnet_format.pth"),
         bpe_vocab: fixtures.join("bpe_simple_vocab_16e6.txt.gz"),
+        face: None,
     };
     Pipeline::load(config, &files, &Device::flex()).unwrap()
 }

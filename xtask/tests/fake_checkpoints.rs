@@ -4,7 +4,7 @@
 #[path = "../../testing/fixtures.rs"]
 mod fixtures;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use xtask::fake_checkpoint::{self, Layout};
@@ -14,9 +14,14 @@ fn manifests() -> PathBuf {
 }
 
 fn verify(manifest: &str, layout: Layout, model: &str, file: &str) -> String {
+    verify_manifest(&manifests().join(manifest), layout, model, file)
+}
+
+/// Writes a checkpoint from `manifest` in `layout` and verifies it loads completely.
+fn verify_manifest(manifest: &Path, layout: Layout, model: &str, file: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join(file);
-    let written = fake_checkpoint::write(&[manifests().join(manifest)], layout, &out, 7).unwrap();
+    let written = fake_checkpoint::write(&[manifest], layout, &out, 7).unwrap();
     let report = diffbir::zoo::verify(&out, model, &Device::flex()).unwrap();
     assert!(report.is_complete(), "{model} from {file}: {report:?}");
     assert_eq!(
@@ -143,20 +148,10 @@ fn sd_checkpoint_in_its_official_layout() {
 
 /// The facexlib models of `unaligned_face`, from the manifests the face generator writes.
 fn verify_face(manifest: &str, layout: Layout, model: &str, file: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join(file);
     let manifest = fixtures::repo_fixtures("face")
         .join("manifests")
         .join(manifest);
-    let written = fake_checkpoint::write(&[manifest], layout, &out, 7).unwrap();
-    let report = diffbir::zoo::verify(&out, model, &Device::flex()).unwrap();
-    assert!(report.is_complete(), "{model} from {file}: {report:?}");
-    assert_eq!(
-        report.applied.len() + report.dropped.len(),
-        written,
-        "{model}"
-    );
-    report.to_string()
+    verify_manifest(&manifest, layout, model, file)
 }
 
 #[test]

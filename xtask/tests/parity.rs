@@ -20,13 +20,7 @@ fn status_of(reports: &[parity::CaseReport], name: &str) -> Status {
 
 /// The sampler sweep generated from the original code (`xtask/reference/`).
 fn sampler_sweep() -> std::path::PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testing/fixtures/samplers");
-    assert!(
-        dir.join("index.json").is_file(),
-        "the generated sampler cases are missing from {} (see xtask/reference/README.md)",
-        dir.display()
-    );
-    dir
+    fixtures::repo_fixtures("samplers")
 }
 
 #[test]
@@ -37,6 +31,11 @@ fn every_case_runs_and_passes() {
 #[test]
 fn every_generated_sampler_case_runs_and_passes() {
     assert_all_pass(&sampler_sweep(), 1300);
+}
+
+#[test]
+fn every_generated_face_case_runs_and_passes() {
+    assert_all_pass(&fixtures::repo_fixtures("face"), 9);
 }
 
 fn assert_all_pass(dir: &Path, at_least: usize) {

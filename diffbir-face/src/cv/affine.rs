@@ -172,7 +172,8 @@ fn cv_hypot(a: f64, b: f64) -> f64 {
 }
 
 /// `JacobiImpl_<double>` on a symmetric 4 × 4 matrix: eigenvalues (descending) and
-/// eigenvectors (rows).
+/// eigenvectors (rows). The rotations index rows and columns as OpenCV's loops do.
+#[allow(clippy::needless_range_loop)]
 fn jacobi(s: &[[f64; 4]; 4]) -> ([f64; 4], [[f64; 4]; 4]) {
     const N: usize = 4;
     let mut a = *s;
@@ -376,7 +377,7 @@ fn refine(h0: [f64; 4], from: &[[f32; 2]], to: &[[f32; 2]], max_iters: usize) ->
         let xd: [f64; 4] = std::array::from_fn(|i| x[i] - d[i]);
         let (rd, _) = residuals(&xd, from, to);
         let sd = norm_l2sqr(&rd);
-        let temp: [f64; 4] = std::array::from_fn(|i| dot4(&a[i], &d) * -1.0 + v[i] * 2.0);
+        let temp: [f64; 4] = std::array::from_fn(|i| -dot4(&a[i], &d) + v[i] * 2.0);
         let ds = dot4(&d, &temp);
         let ratio = (s - sd) / if ds.abs() > f64::EPSILON { ds } else { 1.0 };
         if ratio > r_hi {

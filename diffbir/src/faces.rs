@@ -21,7 +21,7 @@ use image::{DynamicImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::observe::{Event, Observer, Part};
+use crate::observe::{Event, Observer, Part, proceed};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use diffbir_hub::{FaceFiles, files, release_files};
 
@@ -240,13 +240,13 @@ impl Pipeline {
             .iter()
             .filter_map(|d| helper::align(&canvas, d, helper_options.face_size))
             .collect();
-        observer_flow(observer.on_event(&Event::Faces {
+        proceed(observer.on_event(&Event::Faces {
             found: aligned.len(),
         }))?;
         let mut restored_faces = Vec::with_capacity(aligned.len());
         let mut cropped = Vec::with_capacity(aligned.len());
         for (i, (_, crop)) in aligned.iter().enumerate() {
-            observer_flow(observer.on_event(&Event::Part(Part::Face(i))))?;
+            proceed(observer.on_event(&Event::Part(Part::Face(i))))?;
             let crop = to_rgb(crop.clone())?;
             let samples = self.restore_with(
                 &models.stage1,
@@ -258,7 +258,7 @@ impl Pipeline {
             restored_faces.push(quantize(samples)?);
             cropped.push(crop);
         }
-        observer_flow(observer.on_event(&Event::Part(Part::Background)))?;
+        proceed(observer.on_event(&Event::Part(Part::Background)))?;
         let backgrounds = quantize(self.restore_with(
             self.stage1_model(),
             self.config().upscale,
@@ -294,13 +294,6 @@ impl Pipeline {
             backgrounds,
             images,
         })
-    }
-}
-
-fn observer_flow(flow: std::ops::ControlFlow<()>) -> Result<()> {
-    match flow {
-        std::ops::ControlFlow::Continue(()) => Ok(()),
-        std::ops::ControlFlow::Break(()) => Err(Error::Cancelled),
     }
 }
 

@@ -69,3 +69,11 @@ impl<F: FnMut(&Event<'_>) -> ControlFlow<()>> Observer for F {
         self(event)
     }
 }
+
+/// `Ok` to go on, [`crate::Error::Cancelled`] when an observer broke.
+pub(crate) fn proceed(flow: ControlFlow<()>) -> crate::Result<()> {
+    match flow {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(crate::Error::Cancelled),
+    }
+}

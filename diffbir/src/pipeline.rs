@@ -46,7 +46,7 @@ use crate::error::{Error, Result};
 use crate::faces::{
     FaceModelConfigs, FaceModels, FaceOptions, FaceWeightFiles, detector_file_name,
 };
-use crate::observe::{Event, Observer};
+use crate::observe::{Event, Observer, proceed};
 use crate::stage2::{Stage2, Stage2Options, VaeTiling};
 
 pub use diffbir_core::release::{Task, Version};
@@ -207,13 +207,20 @@ impl PipelineConfig {
                     format!("size {size} and stride {stride} must be positive"),
                 );
             }
-            if let Stage1Config::SwinIr(swinir) = &self.models.stage1 {
-                let multiple = swinir.window_size * if swinir.unshuffle { swinir.sf } else { 1 };
-                if !size.is_multiple_of(multiple) {
-                    return bad(
-                        "cleaner tile",
-                        format!("SwinIR tiles must be a multiple of {multiple} pixels, got {size}"),
-                    );
+            // unaligned_face tiles the faces' stage 1 too.
+            let faces = (self.task == Task::UnalignedFace).then_some(&self.models.face.stage1);
+            for stage1 in std::iter::once(&self.models.stage1).chain(faces) {
+                if let Stage1Config::SwinIr(swinir) = stage1 {
+                    let multiple =
+                        swinir.window_size * if swinir.unshuffle { swinir.sf } else { 1 };
+                    if !size.is_multiple_of(multiple) {
+                        return bad(
+                            "cleaner tile",
+                            format!(
+                                "SwinIR tiles must be a multiple of {multiple} pixels, got {size}"
+                            ),
+                        );
+                    }
                 }
             }
         }
@@ -281,6 +288,12 @@ impl Pipeline {
     pub fn load(config: PipelineConfig, files: &WeightFiles, device: &Device) -> Result<Self> {
         config.validate()?;
         config.precision.check(device)?;
+        if config.task == Task::UnalignedFace && files.face.is_none() {
+            return Err(Error::Core(diffbir_core::Error::invalid(
+                "weight files",
+                "unaligned_face needs the face models' files (WeightFiles::face)",
+            )));
+        }
         let models = &config.models;
         let stage1_ckpt = Checkpoint::open(&files.stage1)?;
         let (stage1, _) = models.stage1.load(
@@ -313,19 +326,13 @@ impl Pipeline {
             tokenizer: ClipTokenizer::from_file(&files.bpe_vocab)?,
             schedule: models.schedule.init(),
         };
-        let faces = match (config.task, &files.face) {
-            (Task::UnalignedFace, Some(face)) => Some(FaceModels::load(
+        let faces = match &files.face {
+            Some(face) if config.task == Task::UnalignedFace => Some(FaceModels::load(
                 &models.face,
                 face,
                 config.precision,
                 device,
             )?),
-            (Task::UnalignedFace, None) => {
-                return Err(Error::Core(diffbir_core::Error::invalid(
-                    "weight files",
-                    "unaligned_face needs the face models' files (WeightFiles::face)",
-                )));
-            }
             _ => None,
         };
         Ok(Self {
@@ -468,12 +475,8 @@ impl Pipeline {
         noise: &mut NoiseSource,
         observer: &mut impl Observer,
     ) -> Result<Vec<Tensor<4>>> {
-        let cancelled = |flow: ControlFlow<()>| match flow {
-            ControlFlow::Continue(()) => Ok(()),
-            ControlFlow::Break(()) => Err(Error::Cancelled),
-        };
         let (cond, (out_h, out_w)) = self.stage1(model, upscale, image)?;
-        cancelled(observer.on_event(&Event::Stage1 { condition: &cond }))?;
+        proceed(observer.on_event(&Event::Stage1 { condition: &cond }))?;
         let total = self.config.n_samples;
         let mut results = Vec::with_capacity(total);
         while results.len() < total {
@@ -496,7 +499,7 @@ impl Pipeline {
             let [_, c, h, w] = fixed.dims();
             results.extend((0..batch).map(|i| fixed.clone().slice([i..i + 1, 0..c, 0..h, 0..w])));
             let done = results.len();
-            cancelled(observer.on_event(&Event::Samples { done, total }))?;
+            proceed(observer.on_event(&Event::Samples { done, total }))?;
         }
         Ok(results)
     }

@@ -36,7 +36,8 @@ pub struct RestoreArgs {
     /// Folder for the results (`<stem>.png`, or `<stem>_<i>.png` with several samples).
     #[arg(long)]
     output: PathBuf,
-    /// What to restore (face: aligned 512×512 faces).
+    /// What to restore (face: aligned 512×512 faces; unaligned_face: photos with faces
+    /// anywhere, restored face by face and pasted back).
     #[arg(long, default_value = "sr", value_parser = named::<Task>())]
     task: Task,
     /// Output scale relative to the input (default 4, or 1 for faces).

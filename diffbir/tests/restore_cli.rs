@@ -38,16 +38,7 @@ fn diffbir(args: &[&str]) -> (i32, String, String) {
 fn restores_rgb_rgba_and_gray_photos_and_skips_a_corrupt_one() {
     let dir = tempfile::tempdir().unwrap();
     let weights = tiny_weights(dir.path());
-    let inputs = dir.path().join("in");
-    std::fs::create_dir_all(&inputs).unwrap();
-    let photo = image::open(shared().join("images/demo/bsr/49.jpg")).unwrap(); // 120×80
-    photo.save(inputs.join("a_rgb.png")).unwrap();
-    let mut rgba = photo.to_rgba8();
-    for (x, _, p) in rgba.enumerate_pixels_mut() {
-        p[3] = (x * 2) as u8;
-    }
-    rgba.save(inputs.join("b_rgba.png")).unwrap();
-    photo.to_luma8().save(inputs.join("c_gray.png")).unwrap();
+    let inputs = tiny::rgb_rgba_gray_inputs(dir.path());
     std::fs::write(inputs.join("d_corrupt.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
     let output = dir.path().join("out");
     let config = dir.path().join("tiny.json");

@@ -121,16 +121,7 @@ fn the_command_writes_the_reference_folders_for_rgb_gray_and_rgba_photos() {
     let dir = tempfile::tempdir().unwrap();
     let weights = tiny::weights_dir(Task::UnalignedFace, dir.path());
     let config = tiny::tiny_models_file(dir.path());
-    let inputs = dir.path().join("in");
-    std::fs::create_dir_all(&inputs).unwrap();
-    let photo = image::open(shared().join("images/demo/bsr/49.jpg")).unwrap(); // 120×80
-    photo.save(inputs.join("a_rgb.png")).unwrap();
-    let mut rgba = photo.to_rgba8();
-    for (x, _, p) in rgba.enumerate_pixels_mut() {
-        p[3] = (x * 2) as u8;
-    }
-    rgba.save(inputs.join("b_rgba.png")).unwrap();
-    photo.to_luma8().save(inputs.join("c_gray.png")).unwrap();
+    let inputs = tiny::rgb_rgba_gray_inputs(dir.path());
     let output = dir.path().join("out");
     let mut args = vec![
         "restore",

@@ -111,3 +111,19 @@ pub fn photo(path: &str, side: u32) -> DynamicImage {
     full.crop_imm((full.width() - s) / 2, (full.height() - s) / 2, s, s)
         .resize_exact(side, side, image::imageops::FilterType::Triangle)
 }
+
+/// A folder `dir/in` holding a real 120×80 photo as `a_rgb.png`, an RGBA copy with an alpha
+/// ramp (`b_rgba.png`) and a gray copy (`c_gray.png`).
+pub fn rgb_rgba_gray_inputs(dir: &Path) -> PathBuf {
+    let inputs = dir.join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let photo = image::open(shared().join("images/demo/bsr/49.jpg")).unwrap();
+    photo.save(inputs.join("a_rgb.png")).unwrap();
+    let mut rgba = photo.to_rgba8();
+    for (x, _, p) in rgba.enumerate_pixels_mut() {
+        p[3] = (x * 2) as u8;
+    }
+    rgba.save(inputs.join("b_rgba.png")).unwrap();
+    photo.to_luma8().save(inputs.join("c_gray.png")).unwrap();
+    inputs
+}

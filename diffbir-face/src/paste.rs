@@ -68,6 +68,14 @@ fn parse_mask(
     (h, w): (usize, usize),
     device: &Device,
 ) -> Result<Mat<f64>> {
+    // The mask is made at 512 and `cv2.resize`d to the face size: the identity at 512, the
+    // only size the helper pastes.
+    if restored.rows != 512 {
+        return Err(Error::Unsupported(format!(
+            "the parsing mask of a {}-pixel face (the helper parses 512-pixel faces)",
+            restored.rows
+        )));
+    }
     let input = cv::resize_linear(restored, (512, 512), None);
     let n = 512 * 512;
     // img2tensor(bgr2rgb=True) on the (already RGB) face swaps the channels, as the original.
@@ -86,25 +94,15 @@ fn parse_mask(
         .collect();
     let mut mask = Mat::new(512, 512, 1, values)?;
     mask = cv::gaussian_blur(&cv::gaussian_blur(&mask, 101, 11.0), 101, 11.0);
-    for y in 0..512 {
-        for x in 0..512 {
-            if !(10..502).contains(&y) || !(10..502).contains(&x) {
-                mask.data[y * 512 + x] = 0.0;
-            }
-        }
+    // A 10-pixel border cleared, then scaled to [0, 1].
+    for (i, v) in mask.data.iter_mut().enumerate() {
+        let (y, x) = (i / 512, i % 512);
+        *v = if (10..502).contains(&y) && (10..502).contains(&x) {
+            *v / 255.0
+        } else {
+            0.0
+        };
     }
-    for v in &mut mask.data {
-        *v /= 255.0;
-    }
-    // `cv2.resize(parse_mask, face_size)`: the identity at 512.
-    let size = restored.rows;
-    let mask = if size == 512 {
-        mask
-    } else {
-        return Err(Error::Unsupported(format!(
-            "the parsing mask of a {size}-pixel face (the helper parses 512-pixel faces)"
-        )));
-    };
     Ok(cv::warp_affine(
         &mask,
         &face.inverse_affine,

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use diffbir::Error;
 use diffbir::pipeline::{ModelConfigs, PipelineConfig, Task, Version};
 
@@ -116,4 +117,22 @@ fn fuzz_model_config_clip_embed_dim_1616777216() {
         "CLIP text config",
         "parameters, more than the 4294967296",
     );
+}
+
+#[test]
+fn fuzz_model_config_rrdbnet_growth_wider_than_features() {
+    // `nf = 2, gc = 64`: a valid network, which the fuzz target's size oracle under-counted
+    // (its lower bound assumed gc ≤ nf). Accepted, and built with the parameters its dense
+    // blocks have: per block 9 (8 nf gc + 6 gc² + nf²) weights and 4 gc + nf biases, three
+    // blocks, plus the six other convolutions (56 + 38 · 4 + 57).
+    let name = "rrdbnet-growth-wider-than-features.json";
+    let text = std::fs::read_to_string(regression(name)).unwrap();
+    let models: ModelConfigs = serde_json::from_str(&text).unwrap();
+    let mut config = PipelineConfig::new(Task::Sr, Version::V21);
+    config.models = models;
+    config.validate().unwrap();
+    let device = diffbir::core::device::parse_device("cpu").unwrap();
+    let built = config.models.stage1.init(&device).unwrap();
+    let per_block = 9 * (8 * 2 * 64 + 6 * 64 * 64 + 2 * 2) + 4 * 64 + 2;
+    assert_eq!(built.num_params(), 3 * per_block + 56 + 38 * 4 + 57);
 }

@@ -79,8 +79,11 @@ pub fn stage1_params(config: &Stage1Config) -> u128 {
         }
         Stage1Config::RrdbNet(c) => {
             let (nf, gc) = (n(c.nf), n(c.gc));
+            // A dense block's five convolutions take nf, nf + gc, …, nf + 4 gc channels and
+            // give gc, gc, gc, gc, nf: 8 nf gc + 6 gc² + nf² weights per tap.
+            let dense = sum([prod([8, nf, gc]), prod([6, gc, gc]), prod([nf, nf])]);
             sum([
-                prod([n(c.nb), 3, 9, sum([prod([5, nf, gc]), prod([10, gc, gc])])]),
+                prod([n(c.nb), 3, 9, dense]),
                 prod([9, n(c.in_nc), nf]),
                 prod([9, nf, n(c.out_nc)]),
                 prod([27, nf, nf]),

@@ -134,17 +134,10 @@ pub fn open_image(path: impl AsRef<Path>, options: &ReadOptions) -> Result<Dynam
     Ok(image)
 }
 
-/// [`read_image`] on a file's bytes, up to the tensor: the same decoding (format detection,
-/// limits, the empty-file and minimum-size checks, the same errors with `name` as the path)
-/// and the same conversion, returning the `[3, H, W]` planes and the [`ImageMeta`].
-///
-/// For fuzzing and tests; applications use [`read_image`].
-#[doc(hidden)]
-pub fn read_image_bytes(
-    bytes: &[u8],
-    name: &Path,
-    options: &ReadOptions,
-) -> Result<(Vec<f32>, ImageMeta)> {
+/// [`open_image`] on a file's bytes (an upload, say): the same format detection, limits,
+/// empty-file and minimum-size checks and errors, with `name` (only its extension is used
+/// to guess the format, before the content) standing in for the path in messages.
+pub fn decode_image(bytes: &[u8], name: &Path, options: &ReadOptions) -> Result<DynamicImage> {
     if bytes.is_empty() {
         return Err(empty_file(name));
     }
@@ -158,7 +151,20 @@ pub fn read_image_bytes(
         .map_err(|e| Error::io(name, e))?;
     let image = decode_reader(reader, name, options)?;
     check_min_side(&image, name, options)?;
-    Ok(image_to_planes(&image))
+    Ok(image)
+}
+
+/// [`decode_image`] up to the tensor of [`read_image`]: the `[3, H, W]` planes and the
+/// [`ImageMeta`].
+///
+/// For fuzzing and tests; applications use [`read_image`].
+#[doc(hidden)]
+pub fn read_image_bytes(
+    bytes: &[u8],
+    name: &Path,
+    options: &ReadOptions,
+) -> Result<(Vec<f32>, ImageMeta)> {
+    decode_image(bytes, name, options).map(|image| image_to_planes(&image))
 }
 
 fn empty_file(path: &Path) -> Error {

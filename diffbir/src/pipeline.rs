@@ -21,6 +21,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
 use diffbir_controlnet::{CONTROLNET_KEYS, ControlLdm, ControlNetConfig};
@@ -114,7 +115,10 @@ impl PipelineConfig {
     /// v1 command lines for the older releases).
     pub fn new(task: Task, version: Version) -> Self {
         let stage1 = match (task, version) {
-            (Task::Sr, Version::V2) => Stage1Config::RrdbNet(RrdbNetConfig::bsrnet()),
+            // unaligned_face's background is v2's SR (`unaligned_bfr_loop.py:L30-L35`).
+            (Task::Sr | Task::UnalignedFace, Version::V2) => {
+                Stage1Config::RrdbNet(RrdbNetConfig::bsrnet())
+            }
             (Task::Denoise, Version::V2) => Stage1Config::ScuNet(ScuNetConfig::scunet_psnr()),
             _ => Stage1Config::SwinIr(SwinIrConfig::diffbir()),
         };
@@ -272,14 +276,23 @@ impl WeightFiles {
 }
 
 /// A loaded restoration pipeline.
-#[derive(Debug)]
+///
+/// It is `Send + Sync`: threads may restore with one pipeline at once, and
+/// [`Self::with_config`] makes copies with other settings that share its networks.
+#[derive(Debug, Clone)]
 pub struct Pipeline {
     config: PipelineConfig,
+    networks: Arc<Networks>,
+    device: Device,
+    seed: u64,
+}
+
+/// The loaded networks of a pipeline, shared by its copies.
+#[derive(Debug)]
+struct Networks {
     stage1: Stage1,
     stage2: Stage2,
     faces: Option<FaceModels>,
-    device: Device,
-    seed: u64,
 }
 
 impl Pipeline {
@@ -337,11 +350,45 @@ impl Pipeline {
         };
         Ok(Self {
             config,
-            stage1,
-            stage2,
-            faces,
+            networks: Arc::new(Networks {
+                stage1,
+                stage2,
+                faces,
+            }),
             device: device.clone(),
             seed: DEFAULT_SEED,
+        })
+    }
+
+    /// A pipeline with other settings over the same loaded networks (nothing is loaded or
+    /// copied): upscale, stage 2, tiling, colour fix, samples, faces. What the networks were
+    /// loaded with cannot change: `config` must have this pipeline's task, version and
+    /// precision, and its `models` are replaced by the loaded shapes.
+    pub fn with_config(&self, mut config: PipelineConfig) -> Result<Self> {
+        let loaded = &self.config;
+        for (what, same) in [
+            ("task", config.task == loaded.task),
+            ("version", config.version == loaded.version),
+            ("precision", config.precision == loaded.precision),
+        ] {
+            if !same {
+                return Err(Error::Core(diffbir_core::Error::invalid(
+                    what,
+                    format!(
+                        "the networks were loaded for {} {} at {}; load another pipeline to change \
+                         the {what}",
+                        loaded.task, loaded.version, loaded.precision
+                    ),
+                )));
+            }
+        }
+        config.models = loaded.models.clone();
+        config.validate()?;
+        Ok(Self {
+            config,
+            networks: Arc::clone(&self.networks),
+            device: self.device.clone(),
+            seed: self.seed,
         })
     }
 
@@ -368,17 +415,17 @@ impl Pipeline {
 
     /// Stage 2 alone, for callers with their own condition images.
     pub fn stage2(&self) -> &Stage2 {
-        &self.stage2
+        &self.networks.stage2
     }
 
     /// Stage 1 (of the background for `unaligned_face`).
     pub(crate) fn stage1_model(&self) -> &Stage1 {
-        &self.stage1
+        &self.networks.stage1
     }
 
     /// The face models of an `unaligned_face` pipeline.
     pub(crate) fn face_models(&self) -> Option<&FaceModels> {
-        self.faces.as_ref()
+        self.networks.faces.as_ref()
     }
 
     /// Stage 1 (`model`, at `upscale`) with the reference's input and resize rules; returns
@@ -462,7 +509,13 @@ impl Pipeline {
                 "an unaligned_face pipeline restores with restore_faces or restore_image",
             )));
         }
-        self.restore_with(&self.stage1, self.config.upscale, image, noise, observer)
+        self.restore_with(
+            self.stage1_model(),
+            self.config.upscale,
+            image,
+            noise,
+            observer,
+        )
     }
 
     /// [`Self::restore`] with another stage-1 network and upscale (the faces of
@@ -489,7 +542,7 @@ impl Pipeline {
                 cancelled: false,
             };
             let sample =
-                self.stage2
+                self.stage2()
                     .apply(cond_batch.clone(), &self.config.stage2, noise, &mut steps)?;
             if steps.cancelled {
                 return Err(Error::Cancelled);
@@ -527,6 +580,26 @@ impl<O: Observer> SampleObserver for Steps<'_, O> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stage_1_network_is_the_one_of_the_registrys_file() {
+        for task in Task::ALL {
+            for version in Version::ALL {
+                let file = release_files(task, version).stage1.file_name;
+                let expected = match file {
+                    "BSRNet.pth" => "RRDBNet",
+                    f if f.starts_with("scunet") => "SCUNet",
+                    _ => "SwinIR",
+                };
+                let kind = match PipelineConfig::new(task, version).models.stage1 {
+                    Stage1Config::RrdbNet(_) => "RRDBNet",
+                    Stage1Config::ScuNet(_) => "SCUNet",
+                    Stage1Config::SwinIr(_) => "SwinIR",
+                };
+                assert_eq!(kind, expected, "{task} {version}: {file}");
+            }
+        }
+    }
 
     #[test]
     fn the_registry_names_the_tokenizer_file_as_the_text_encoder_does() {

@@ -139,3 +139,45 @@ fn a_checkpoint_for_another_model_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn copies_with_other_settings_share_the_networks_across_threads() {
+    fn shareable<T: Send + Sync>(_: &T) {}
+    let pipeline = tiny_pipeline(1.0, 1);
+    shareable(&pipeline);
+    let mut config = pipeline.config().clone();
+    config.upscale = 2.0;
+    let upscaled = pipeline.with_config(config).unwrap();
+    let image = image::open(shared().join("../images/real47/1.jpg"))
+        .unwrap()
+        .thumbnail(48, 48);
+    // Both restore at once from two threads, each with its own settings.
+    let run = |p: &Pipeline| {
+        let mut noise = NoiseSource::seeded(1);
+        p.restore(&image, &mut noise, &mut ()).unwrap()[0].dims()
+    };
+    let (one, two) = std::thread::scope(|s| {
+        let a = s.spawn(|| run(&pipeline));
+        let b = s.spawn(|| run(&upscaled));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    assert_eq!(one, [1, 3, h, w]);
+    assert_eq!(two, [1, 3, 2 * h, 2 * w]);
+
+    // What the networks were loaded with stays.
+    for (what, config) in [
+        ("task", PipelineConfig::new(Task::Denoise, Version::V21)),
+        ("version", PipelineConfig::new(Task::Sr, Version::V2)),
+    ] {
+        let err = pipeline.with_config(config).unwrap_err();
+        assert!(err.to_string().contains(what), "{err}");
+    }
+    let mut config = pipeline.config().clone();
+    config.precision = diffbir::core::Precision::Bf16;
+    assert!(pipeline.with_config(config).is_err());
+    // Settings are validated as at load time.
+    let mut config = pipeline.config().clone();
+    config.n_samples = 0;
+    assert!(pipeline.with_config(config).is_err());
+}

@@ -64,6 +64,16 @@ impl ParseNetConfig {
         Self::new().with_in_size(512).with_out_size(512)
     }
 
+    /// A small ParseNet of the released input and output size (512, the size the paste-back
+    /// parses faces at): bottleneck maps of 32 pixels, 4 to 8 channels, one residual block.
+    pub fn tiny() -> Self {
+        Self::released()
+            .with_min_feat_size(32)
+            .with_base_ch(4)
+            .with_res_depth(1)
+            .with_ch_range([4, 8])
+    }
+
     fn slope(&self) -> Result<f64> {
         match self.relu_type.to_lowercase().as_str() {
             "leakyrelu" => Ok(0.2),
@@ -364,3 +374,16 @@ pub const PARSENET_KEYS: KeyMap = KeyMap {
     rules: &[],
     droppable: &[r"num_batches_tracked$"],
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tiny_parser_is_valid_and_parses_at_512() {
+        let tiny = ParseNetConfig::tiny();
+        tiny.validate().unwrap();
+        assert_eq!((tiny.in_size, tiny.out_size), (512, 512));
+        assert!(tiny.param_count() < ParseNetConfig::released().param_count());
+    }
+}

@@ -1,6 +1,10 @@
 //! `cargo xtask fake-checkpoint`: random-weight checkpoints in the official on-disk layouts,
-//! generated from a full-size key manifest (names, shapes and dtypes of every tensor of an
-//! official file), so loading official files can be tested without downloading them.
+//! so loading official files can be tested without downloading them: one file generated from
+//! full-size key manifests (names, shapes and dtypes of every tensor of an official file), or,
+//! with `--tiny`, a whole folder of tiny models under the official file names ([`tiny`]).
+
+pub mod bpe;
+pub mod tiny;
 
 use std::path::Path;
 
@@ -22,10 +26,45 @@ pub enum Layout {
     /// A PyTorch Lightning checkpoint, `{"state_dict": …, "epoch", "global_step"}`:
     /// general_swinir_v1.ckpt, face_swinir_v1.ckpt and the Stable Diffusion checkpoints.
     Lightning,
-    /// A state dict saved from `nn.DataParallel` (every key prefixed `module.`).
+    /// A state dict saved from `nn.DataParallel` (every key prefixed `module.`):
+    /// detection_Resnet50_Final.pth.
     DataParallel,
     /// A `.safetensors` file.
     Safetensors,
+}
+
+impl Layout {
+    /// The layout of an official checkpoint, by its file name (`None` for a file that is no
+    /// checkpoint, such as the BPE merges, or that no task loads).
+    pub fn of_official_file(file_name: &str) -> Option<Self> {
+        Some(match file_name {
+            "general_swinir_v1.ckpt"
+            | "face_swinir_v1.ckpt"
+            | "v2-1_512-ema-pruned.ckpt"
+            | "sd2.1-base-zsnr-laionaes5.ckpt" => Self::Lightning,
+            "realesrgan_s4_swinir_100k.pth"
+            | "BSRNet.pth"
+            | "scunet_color_real_psnr.pth"
+            | "v1_general.pth"
+            | "v1_face.pth"
+            | "v2.pth"
+            | "DiffBIR_v2.1.pt"
+            | "detection_mobilenet0.25_Final.pth"
+            | "parsing_parsenet.pth" => Self::StateDict,
+            "detection_Resnet50_Final.pth" => Self::DataParallel,
+            _ => return None,
+        })
+    }
+
+    /// The name `--layout` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::StateDict => "state-dict",
+            Self::Lightning => "lightning",
+            Self::DataParallel => "data-parallel",
+            Self::Safetensors => "safetensors",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,29 +100,42 @@ pub fn write(
         keys.extend(manifest.keys);
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let normal = Normal::new(0.0f32, 0.02).expect("valid normal");
     let mut tensors: Vec<NamedTensor> = Vec::with_capacity(keys.len());
     for entry in &keys {
         let name = entry
             .checkpoint_key
             .clone()
             .unwrap_or_else(|| entry.key.clone());
-        let name = if layout == Layout::DataParallel {
-            format!("module.{name}")
-        } else {
-            name
-        };
         let numel: usize = entry.shape.iter().product();
         let data = match entry.dtype.as_str() {
             "float32" | "float16" | "bfloat16" | "float64" => {
-                let values: Vec<f32> = (0..numel).map(|_| normal.sample(&mut rng)).collect();
-                TensorData::new(values, entry.shape.clone())
+                TensorData::new(normal_values(&mut rng, numel), entry.shape.clone())
             }
             "int64" => TensorData::new(vec![0i64; numel], entry.shape.clone()),
             other => bail!("tensor `{name}` has dtype {other}, which the generator does not write"),
         };
         tensors.push((name, data));
     }
+    save(tensors, layout, out)
+}
+
+/// `n` values drawn from N(0, 0.02²), the random weights of every generated file.
+pub(crate) fn normal_values(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    let normal = Normal::new(0.0f32, 0.02).expect("valid normal");
+    (0..n).map(|_| normal.sample(rng)).collect()
+}
+
+/// Writes tensors under their official keys to `out` in `layout` (which adds the `module.`
+/// prefix of [`Layout::DataParallel`]); returns the number of tensors.
+pub(crate) fn save(tensors: Vec<NamedTensor>, layout: Layout, out: &Path) -> Result<usize> {
+    let tensors: Vec<NamedTensor> = if layout == Layout::DataParallel {
+        tensors
+            .into_iter()
+            .map(|(name, data)| (format!("module.{name}"), data))
+            .collect()
+    } else {
+        tensors
+    };
     match layout {
         Layout::StateDict | Layout::DataParallel => save_pytorch(out, &tensors, None)?,
         Layout::Lightning => save_pytorch(out, &tensors, Some("state_dict"))?,

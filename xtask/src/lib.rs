@@ -5,7 +5,8 @@
 //!   randomly drawn small configurations;
 //! - `parity`: runs the reference cases of a fixtures folder against this implementation;
 //! - `fake-checkpoint`: writes a random-weight checkpoint in an official on-disk layout from a
-//!   key manifest.
+//!   key manifest, or (`--tiny`) a folder of tiny random models under every official file
+//!   name.
 
 pub mod bench;
 pub mod differential;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use diffbir_core::device::DeviceSpec;
 use xtask::{fake_checkpoint, parity};
@@ -39,16 +39,27 @@ enum Command {
     /// randomly drawn small configurations, with identical weights and inputs, and compare.
     Differential(xtask::differential::DifferentialArgs),
     /// Write a random-weight checkpoint with every tensor of a key manifest, in the on-disk
-    /// layout of an official file.
+    /// layout of an official file; or, with --tiny, a folder of tiny random models under
+    /// every official file name.
+    ///
+    /// With --tiny, --out is a folder; it receives every checkpoint some task of some DiffBIR
+    /// release loads (both face detectors included), a synthetic BPE merges file and the
+    /// model configs that describe the tiny networks: model-config.json (SwinIR stage 1, v2.1
+    /// noise schedule), model-config.v2-sr.json (RRDBNet) and model-config.v2-denoise.json
+    /// (SCUNet). Then, for example:
+    /// `diffbir restore --weights-dir DIR --model-config DIR/model-config.json --offline …`.
     FakeCheckpoint {
         /// Key manifest (`manifests/*.json` of the fixtures); repeat it to put several
         /// models in one file (e.g. unet, vae and clip for an SD checkpoint).
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "tiny")]
         manifest: Vec<PathBuf>,
         /// On-disk layout of the official file.
-        #[arg(long, value_enum)]
-        layout: fake_checkpoint::Layout,
-        /// Output file.
+        #[arg(long, value_enum, required_unless_present = "tiny")]
+        layout: Option<fake_checkpoint::Layout>,
+        /// Write the tiny set of every official file into the folder --out instead.
+        #[arg(long, conflicts_with_all = ["manifest", "layout"])]
+        tiny: bool,
+        /// Output file (with --tiny: output folder).
         #[arg(long)]
         out: PathBuf,
         /// Seed of the random values.
@@ -93,9 +104,17 @@ fn main() -> Result<ExitCode> {
         Command::FakeCheckpoint {
             manifest,
             layout,
+            tiny,
             out,
             seed,
         } => {
+            if tiny {
+                for file in fake_checkpoint::tiny::write(&out, seed)? {
+                    println!("{file}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let layout = layout.context("--layout is required without --tiny")?;
             let n = fake_checkpoint::write(&manifest, layout, &out, seed)?;
             println!("wrote {n} tensors to {}", out.display());
             Ok(ExitCode::SUCCESS)

@@ -69,6 +69,23 @@ impl RetinaFaceConfig {
         }
     }
 
+    /// A small detector of a backbone, for tests and stand-in weights: for ResNet, a narrow
+    /// ResNet (1-2-1-1 blocks, width 16 per group, expansion 1) under an FPN of width 72; for
+    /// MobileNet, the released configuration, whose backbone has a fixed shape and is small
+    /// already (0.43 M parameters).
+    pub fn tiny(backbone: Backbone) -> Self {
+        match backbone {
+            Backbone::ResNet50 => {
+                Self::new(Backbone::ResNet50, 64, 72).with_backbone(Some(ResNetLayout {
+                    layers: [1, 2, 1, 1],
+                    width_per_group: 16,
+                    expansion: 1,
+                }))
+            }
+            Backbone::MobileNet025 => Self::mobilenet025(),
+        }
+    }
+
     fn layout(&self) -> ResNetLayout {
         self.backbone.clone().unwrap_or_default()
     }
@@ -249,5 +266,23 @@ impl RetinaFace {
             conf: softmax(run(&self.class_head), 2),
             landmarks: run(&self.landmark_head),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_detectors_are_valid_for_both_backbones() {
+        for backbone in [Backbone::ResNet50, Backbone::MobileNet025] {
+            let tiny = RetinaFaceConfig::tiny(backbone);
+            tiny.validate().unwrap();
+            assert_eq!(tiny.network_name, backbone);
+        }
+        assert!(
+            RetinaFaceConfig::tiny(Backbone::ResNet50).param_count()
+                < RetinaFaceConfig::resnet50().param_count()
+        );
     }
 }

@@ -13,11 +13,10 @@ use diffbir::hub::{self, DownloadEvent, DownloadObserver, Hub, Location, ModelFi
 use diffbir::pipeline::{Task, Version};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
-mod cli_faces;
-mod cli_restore;
-mod cli_values;
+mod cli;
+mod serve;
 
-use cli_values::named;
+use cli::values::named;
 
 #[derive(Parser, Debug)]
 #[command(name = "diffbir", version, about = "DiffBIR blind image restoration")]
@@ -54,12 +53,17 @@ enum Command {
     ///
     /// The weights of the chosen task and version are looked up in --weights-dir folders and
     /// the cache, and downloaded when missing (see `diffbir download`).
-    Restore(Box<cli_restore::RestoreArgs>),
+    Restore(Box<cli::restore::RestoreArgs>),
+    /// Serve restorations over HTTP: a JSON API and a web page, with the models loaded once.
+    ///
+    /// Listens on 127.0.0.1:8080 by default; see docs/serve.md for the API. The restore
+    /// options set the jobs' defaults; each job may override them.
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// Where weight files are looked for, and whether they may be downloaded.
 #[derive(Args, Debug)]
-struct HubArgs {
+pub(crate) struct HubArgs {
     /// A folder of weight files you already have, looked up by file name before the cache
     /// and used without download (repeatable; DIFFBIR_WEIGHTS_DIR is searched first).
     #[arg(long = "weights-dir", value_name = "DIR")]
@@ -71,7 +75,7 @@ struct HubArgs {
 }
 
 impl HubArgs {
-    fn hub(&self) -> Result<Hub> {
+    pub(crate) fn hub(&self) -> Result<Hub> {
         let mut hub = Hub::from_env()?;
         for dir in &self.weights_dirs {
             hub = hub.with_weights_dir(dir);
@@ -166,7 +170,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Download(args) => download(&args),
-        Command::Restore(args) => cli_restore::restore(&args),
+        Command::Restore(args) => cli::restore::restore(&args),
+        Command::Serve(args) => serve::serve(&args),
         Command::Weights(WeightsCommand::Models) => {
             let models = diffbir::zoo::models();
             if models.is_empty() {
@@ -279,7 +284,7 @@ fn download(args: &DownloadArgs) -> Result<ExitCode> {
 
 /// Draws download progress on stderr (hidden when stderr is not a terminal).
 #[derive(Default)]
-struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
 }
 

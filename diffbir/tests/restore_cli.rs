@@ -375,3 +375,78 @@ fn bad_inputs_outputs_and_checkpoints_fail_cleanly_and_write_nothing() {
     // The file in the way is left as it was.
     assert_eq!(std::fs::read(&blocker).unwrap(), b"not a folder");
 }
+
+#[test]
+fn shards_split_a_folder_into_disjoint_parts_that_cover_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = tiny_weights(dir.path());
+    let inputs = tiny::rgb_rgba_gray_inputs(dir.path());
+    let config = dir.path().join("tiny.json");
+    let mut restored = Vec::new();
+    for shard in ["1/2", "2/2"] {
+        let output = dir.path().join(format!("out{}", &shard[..1]));
+        let (code, stdout, stderr) = diffbir(&[
+            "restore",
+            "--input",
+            inputs.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--model-config",
+            config.to_str().unwrap(),
+            "--weights-dir",
+            weights.to_str().unwrap(),
+            "--offline",
+            "--sampler",
+            "edm_euler",
+            "--steps",
+            "1",
+            "--upscale",
+            "1",
+            "--shard",
+            shard,
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let mut names: Vec<String> = stdout
+            .lines()
+            .map(|l| {
+                Path::new(l)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        names.sort();
+        restored.push(names);
+    }
+    // Round robin over the sorted names: a and c, then b.
+    assert_eq!(
+        restored,
+        [vec!["a_rgb.png", "c_gray.png"], vec!["b_rgba.png"]]
+    );
+
+    // A share with nothing in it is not an error.
+    let single = dir.path().join("single");
+    std::fs::create_dir(&single).unwrap();
+    std::fs::copy(inputs.join("a_rgb.png"), single.join("a.png")).unwrap();
+    let (code, stdout, stderr) = diffbir(&[
+        "restore",
+        "--input",
+        single.to_str().unwrap(),
+        "--output",
+        dir.path().join("none").to_str().unwrap(),
+        "--shard",
+        "2/2",
+        "--offline",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.is_empty() && stderr.contains("empty"), "{stderr}");
+
+    for bad in ["0/2", "3/2", "1/0", "a/b", "2"] {
+        let (code, _, stderr) = diffbir(&[
+            "restore", "--input", "x.png", "--output", "out", "--shard", bad,
+        ]);
+        assert_eq!(code, 2, "{bad}: {stderr}");
+        assert!(stderr.contains("--shard"), "{bad}: {stderr}");
+    }
+}

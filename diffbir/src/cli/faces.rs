@@ -12,7 +12,7 @@ use diffbir::core::image::{image_meta, rgb8_to_image, save_image};
 use diffbir::image::DynamicImage;
 use diffbir::pipeline::Pipeline;
 
-use crate::cli_restore::{Job, record_prompt_row};
+use crate::cli::restore::{Job, record_prompt_row};
 
 /// The output folders of `unaligned_face`.
 const FOLDERS: [&str; 3] = ["cropped_faces", "restored_faces", "restored_backgrounds"];

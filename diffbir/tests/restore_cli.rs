@@ -42,24 +42,8 @@ fn restores_rgb_rgba_and_gray_photos_and_skips_a_corrupt_one() {
     std::fs::write(inputs.join("d_corrupt.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
     let output = dir.path().join("out");
     let config = dir.path().join("tiny.json");
-    let args = [
-        "restore",
-        "--input",
-        inputs.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--model-config",
-        config.to_str().unwrap(),
-        "--weights-dir",
-        weights.to_str().unwrap(),
-        "--offline",
-        "--sampler",
-        "edm_euler",
-        "--steps",
-        "1",
-        "--upscale",
-        "2",
-    ];
+    let args = tiny::tiny_restore_args(&weights, &config, &inputs, &output, &["--upscale", "2"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, stdout, stderr) = diffbir(&args);
     assert_eq!(code, 1, "one input is corrupt: {stderr}");
     assert!(stderr.contains("d_corrupt.png"), "{stderr}");
@@ -385,26 +369,15 @@ fn shards_split_a_folder_into_disjoint_parts_that_cover_it() {
     let mut restored = Vec::new();
     for shard in ["1/2", "2/2"] {
         let output = dir.path().join(format!("out{}", &shard[..1]));
-        let (code, stdout, stderr) = diffbir(&[
-            "restore",
-            "--input",
-            inputs.to_str().unwrap(),
-            "--output",
-            output.to_str().unwrap(),
-            "--model-config",
-            config.to_str().unwrap(),
-            "--weights-dir",
-            weights.to_str().unwrap(),
-            "--offline",
-            "--sampler",
-            "edm_euler",
-            "--steps",
-            "1",
-            "--upscale",
-            "1",
-            "--shard",
-            shard,
-        ]);
+        let args = tiny::tiny_restore_args(
+            &weights,
+            &config,
+            &inputs,
+            &output,
+            &["--upscale", "1", "--shard", shard],
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, stdout, stderr) = diffbir(&args);
         assert_eq!(code, 0, "{stderr}");
         let mut names: Vec<String> = stdout
             .lines()

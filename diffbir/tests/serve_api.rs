@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use diffbir::pipeline::Task;
-use server::{Server, png, tiny_args};
+use server::{Server, png};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -21,7 +21,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 fn tiny_server_args(dir: &Path, more: &[&str]) -> Vec<String> {
     let models = tiny::tiny_models_file(dir);
     let weights = tiny::weights_dir(Task::Sr, dir);
-    let mut args = tiny_args(&weights, &models);
+    let mut args = tiny::tiny_model_args(&weights, &models);
     args.extend(more.iter().map(|s| (*s).to_owned()));
     args
 }

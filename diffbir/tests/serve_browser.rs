@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use diffbir::pipeline::Task;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use server::{Server, tiny_args};
+use server::Server;
 
 /// A chromedriver on a free port, killed (and reaped) when dropped.
 struct Driver {
@@ -108,6 +108,15 @@ async fn set(client: &Client, id: &str, value: &str) {
         .unwrap();
 }
 
+/// Clicks the element `id`.
+async fn click(client: &Client, id: &str) -> Result<(), String> {
+    let element = client
+        .find(Locator::Id(id))
+        .await
+        .map_err(|e| format!("#{id}: {e}"))?;
+    element.click().await.map_err(|e| format!("#{id}: {e}"))
+}
+
 fn screenshot_path(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve_browser");
     std::fs::create_dir_all(&dir).unwrap();
@@ -146,7 +155,7 @@ async fn the_page_restores_a_photo_shows_progress_compares_and_cancels() {
     let dir = tempfile::tempdir().unwrap();
     let models = tiny::tiny_models_file(dir.path());
     let weights = tiny::weights_dir(Task::Sr, dir.path());
-    let server = Server::start(&tiny_args(&weights, &models));
+    let server = Server::start(&tiny::tiny_model_args(&weights, &models));
     // The shared folder's 120×80 photo, as a file the browser can pick.
     let photo = dir.path().join("photo.png");
     image::open(tiny::shared().join("images/demo/bsr/49.jpg"))
@@ -208,13 +217,7 @@ async fn run(client: &Client, server: &Server, photo: &Path) -> Result<(), Strin
     set(client, "upscale", "2").await;
     set(client, "steps", "3").await;
     set(client, "sampler", "edm_euler").await;
-    client
-        .find(Locator::Id("run"))
-        .await
-        .map_err(|e| e.to_string())?
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
+    click(client, "run").await?;
     until(
         client,
         server,
@@ -259,13 +262,7 @@ async fn run(client: &Client, server: &Server, photo: &Path) -> Result<(), Strin
 
     // A long job, cancelled while it runs.
     set(client, "steps", "1000").await;
-    client
-        .find(Locator::Id("run"))
-        .await
-        .map_err(|e| e.to_string())?
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
+    click(client, "run").await?;
     until(
         client,
         server,
@@ -273,13 +270,7 @@ async fn run(client: &Client, server: &Server, photo: &Path) -> Result<(), Strin
         limit,
     )
     .await;
-    client
-        .find(Locator::Id("cancel"))
-        .await
-        .map_err(|e| e.to_string())?
-        .click()
-        .await
-        .map_err(|e| e.to_string())?;
+    click(client, "cancel").await?;
     until(
         client,
         server,

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -17,24 +16,6 @@ pub struct Server {
     pub base: String,
     stderr: Arc<Mutex<String>>,
     agent: ureq::Agent,
-}
-
-/// The server's tiny-model arguments: `weights` holds the official file names, `models`
-/// the JSON of their shapes; one sampler step by default.
-pub fn tiny_args(weights: &Path, models: &Path) -> Vec<String> {
-    [
-        "--weights-dir",
-        &weights.display().to_string(),
-        "--model-config",
-        &models.display().to_string(),
-        "--offline",
-        "--sampler",
-        "edm_euler",
-        "--steps",
-        "1",
-    ]
-    .map(str::to_owned)
-    .to_vec()
 }
 
 impl Server {

@@ -104,6 +104,41 @@ pub fn tiny_models_file(dir: &Path) -> PathBuf {
     path
 }
 
+/// The options that run the command on the tiny models, offline, with one sampler step:
+/// `weights` holds them under the official names, `models` is the JSON of their shapes.
+pub fn tiny_model_args(weights: &Path, models: &Path) -> Vec<String> {
+    [
+        "--weights-dir",
+        weights.to_str().unwrap(),
+        "--model-config",
+        models.to_str().unwrap(),
+        "--offline",
+        "--sampler",
+        "edm_euler",
+        "--steps",
+        "1",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// `diffbir restore --input inputs --output output` on the tiny models, then `extra`.
+pub fn tiny_restore_args(
+    weights: &Path,
+    models: &Path,
+    inputs: &Path,
+    output: &Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = ["restore", "--input", inputs.to_str().unwrap(), "--output"]
+        .map(str::to_owned)
+        .to_vec();
+    args.push(output.to_str().unwrap().to_owned());
+    args.extend(tiny_model_args(weights, models));
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
 /// A `side`×`side` copy of the middle square of a photo of the shared images.
 pub fn photo(path: &str, side: u32) -> DynamicImage {
     let full = image::open(shared().join("images").join(path)).unwrap();

@@ -353,6 +353,12 @@ fn a_token_guards_the_api_results_expire_and_sigterm_stops_cleanly() {
             .count()
     };
     assert_eq!(files(), 2, "the result and the stage-1 image");
+    #[cfg(unix)]
+    for folder in std::fs::read_dir(&results).unwrap() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = folder.unwrap().metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "the results folder is private");
+    }
     // Gone after the time to live, files included.
     let start = std::time::Instant::now();
     while server.get_with(&state_path, &with_token).status != 404 {
@@ -498,4 +504,68 @@ fn a_small_load_is_served_without_losing_or_mixing_up_jobs() {
 #[ignore = "minutes: 200 jobs"]
 fn a_load_of_200_requests_from_16_clients() {
     eprintln!("{}", load(200, 16));
+}
+
+#[test]
+fn a_failed_job_fails_alone_and_cors_answers_only_the_named_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    std::fs::create_dir(&results).unwrap();
+    let app = "http://app.example";
+    let server = Server::start(&tiny_server_args(
+        dir.path(),
+        &[
+            "--cors-origin",
+            app,
+            "--results-dir",
+            &results.display().to_string(),
+        ],
+    ));
+    let allowed = server.get_with("/v1/models", &[("Origin", app)]);
+    assert_eq!(allowed.header("access-control-allow-origin"), Some(app));
+    let other = server.get_with("/v1/models", &[("Origin", "http://evil.example")]);
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    // The named origin may submit; others may not.
+    let photo = photo();
+    let (content_type, body) = server::multipart(&[
+        ("image", Some("a.png"), &photo),
+        ("options", None, br#"{"steps": 20}"#),
+    ]);
+    server
+        .post_raw(
+            "/v1/jobs",
+            &content_type,
+            &body,
+            &[("Origin", "http://evil.example")],
+        )
+        .error(403, "cross_site");
+    let submitted = server.post_raw("/v1/jobs", &content_type, &body, &[("Origin", app)]);
+    assert_eq!(submitted.status, 202, "{}", submitted.text());
+    assert_eq!(submitted.header("access-control-allow-origin"), Some(app));
+    let id = submitted.json()["id"].as_str().unwrap().to_owned();
+
+    // The results folder disappears under a running job: the job fails with an error that
+    // says why, and the server goes on serving.
+    server.wait_for(&id, MINUTE, |s| s["progress"]["step"].as_u64() >= Some(1));
+    std::fs::remove_dir_all(&results).unwrap();
+    let state = server.wait_final(&id, 2 * MINUTE);
+    assert_eq!(state["state"], "failed", "{state}");
+    assert_eq!(state["error"]["code"], "internal", "{state}");
+    assert!(
+        state["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{state}"
+    );
+    assert!(state["results"].as_array().unwrap().is_empty());
+    server
+        .get(&format!("/v1/jobs/{id}/result"))
+        .error(409, "no_result");
+    assert_eq!(server.get("/healthz").status, 200);
+    let metrics = server.get("/metrics").text();
+    assert!(
+        metrics.contains("diffbir_jobs_finished_total{state=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert_no_panic(&server);
 }

@@ -136,11 +136,14 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
     }
     let load_seconds = loading.elapsed().as_secs_f64();
 
+    let mut folder = tempfile::Builder::new();
+    folder.prefix("diffbir-serve-");
+    // Readable by the server's user alone.
+    #[cfg(unix)]
+    folder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
     let results = match &args.results_dir {
-        Some(dir) => tempfile::Builder::new()
-            .prefix("diffbir-serve-")
-            .tempdir_in(dir),
-        None => tempfile::Builder::new().prefix("diffbir-serve-").tempdir(),
+        Some(dir) => folder.tempdir_in(dir),
+        None => folder.tempdir(),
     }
     .context("creating the results folder")?;
     let shared = Arc::new(Shared {

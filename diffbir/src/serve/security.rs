@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
-use tower_http::cors::CorsLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::csrf::{CsrfLayer, ProtectionError};
 
 use super::errors::ApiError;
@@ -163,7 +163,8 @@ pub fn cors(origin: &str) -> Result<CorsLayer, String> {
     let value =
         HeaderValue::from_str(origin).map_err(|e| format!("--cors-origin {origin}: {e}"))?;
     Ok(CorsLayer::new()
-        .allow_origin(value)
+        // A list, so that other origins get no CORS header at all.
+        .allow_origin(AllowOrigin::list([value]))
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]))
 }

@@ -591,12 +591,18 @@ mod tests {
                     f if f.starts_with("scunet") => "SCUNet",
                     _ => "SwinIR",
                 };
-                let kind = match PipelineConfig::new(task, version).models.stage1 {
+                let models = PipelineConfig::new(task, version).models;
+                let kind = |config: &Stage1Config| match config {
                     Stage1Config::RrdbNet(_) => "RRDBNet",
                     Stage1Config::ScuNet(_) => "SCUNet",
                     Stage1Config::SwinIr(_) => "SwinIR",
                 };
-                assert_eq!(kind, expected, "{task} {version}: {file}");
+                assert_eq!(kind(&models.stage1), expected, "{task} {version}: {file}");
+                // The faces' stage 1 (unaligned_face) is the SwinIR of the face task.
+                if let Some(face) = release_files(task, version).face {
+                    assert_eq!(face.stage1.file_name, "face_swinir_v1.ckpt");
+                    assert_eq!(kind(&models.face.stage1), "SwinIR", "{task} {version}");
+                }
             }
         }
     }

@@ -13,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Router, middleware};
 use diffbir::core::image::{ReadOptions, decode_image};
 use diffbir::pipeline::PipelineConfig;
@@ -65,9 +65,7 @@ pub fn router(app: Arc<App>, access: Access, cors_origin: Option<&str>) -> Resul
     let mut router = Router::new()
         .route(
             "/v1/jobs",
-            get(|| async { method_not_allowed() })
-                .post(submit)
-                .layer(DefaultBodyLimit::max(upload_limit)),
+            post(submit).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/v1/jobs/{id}", get(job_state).delete(cancel))
         .route("/v1/jobs/{id}/events", get(events))

@@ -49,31 +49,21 @@ impl fmt::Display for JobId {
     }
 }
 
-/// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Queued,
-    Running,
-    Done,
-    Failed,
-    Cancelled,
+diffbir::core::named_enum! {
+    /// Where a job is.
+    pub enum State ("job state") {
+        Queued = "queued",
+        Running = "running",
+        Done = "done",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
 }
 
 impl State {
     /// Done, failed or cancelled: nothing changes any more.
     pub fn is_final(self) -> bool {
         matches!(self, Self::Done | Self::Failed | Self::Cancelled)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Done => "done",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
     }
 }
 
@@ -147,8 +137,6 @@ pub struct Job {
     /// The result files, written by the worker (only names the server made).
     pub files: Mutex<Files>,
     pub submitted: Instant,
-    /// When the job reached a final state.
-    pub finished: Mutex<Option<Instant>>,
 }
 
 /// The files of a finished job.
@@ -194,7 +182,6 @@ impl Job {
             cancel: AtomicBool::new(false),
             files: Mutex::new(Files::default()),
             submitted: Instant::now(),
-            finished: Mutex::new(None),
         }
     }
 
@@ -208,7 +195,6 @@ impl Job {
 
     /// Moves the job to a final state once; returns false when it already was in one.
     pub fn finish(&self, state: State, error: Option<JobError>, results: Vec<String>) -> bool {
-        let mut changed = false;
         self.snapshot.send_if_modified(|s| {
             if s.state.is_final() {
                 return false;
@@ -221,13 +207,8 @@ impl Job {
             if state == State::Done {
                 s.progress.fraction = 1.0;
             }
-            changed = true;
             true
-        });
-        if changed {
-            *lock(&self.finished) = Some(Instant::now());
-        }
-        changed
+        })
     }
 
     /// Removes the job's files.
@@ -349,10 +330,15 @@ impl Registry {
 
     /// Forgets the jobs that finished more than `ttl` ago; returns how many.
     pub fn expire(&self, ttl: Duration) -> usize {
-        let now = Instant::now();
+        let deadline = unix_now() - ttl.as_secs_f64();
         let expired: Vec<JobId> = lock(&self.jobs)
             .values()
-            .filter(|job| lock(&job.finished).is_some_and(|at| now.duration_since(at) >= ttl))
+            .filter(|job| {
+                job.snapshot
+                    .borrow()
+                    .finished
+                    .is_some_and(|at| at <= deadline)
+            })
             .map(|job| job.id)
             .collect();
         expired

@@ -2,34 +2,27 @@
 //! server's defaults and the job's values are rendered as `--key=value` arguments and parsed
 //! by the same clap parser, so names, aliases, value parsers and messages are the command's.
 
-use clap::Parser;
+use clap::{Args, Parser};
 use serde_json::{Map, Value};
 
 use super::errors::ApiError;
-use crate::cli::args::RestoreOptions;
+use crate::cli::args::{ModelArgs, RestoreOptions};
 
-/// Keys of `diffbir restore` a job cannot set: the server loaded its networks with them, or
-/// they name files and devices.
-const FIXED: [&str; 18] = [
-    "task",
-    "version",
-    "model_config",
-    "stage1_ckpt",
-    "sd_ckpt",
-    "controlnet_ckpt",
-    "ckpt",
-    "face_detector",
-    "face_stage1_ckpt",
-    "detector_ckpt",
-    "parser_ckpt",
-    "precision",
-    "device",
-    "input",
-    "output",
-    "weights_dir",
-    "offline",
-    "shard",
-];
+/// Whether `name` (snake case) is an option of `diffbir restore` a job cannot set: what the
+/// server loaded its networks with ([`ModelArgs`]' names and aliases), or the command's files
+/// and devices.
+fn fixed(name: &str) -> bool {
+    const COMMAND: [&str; 5] = ["device", "input", "output", "shard", "overwrite"];
+    COMMAND.contains(&name)
+        || ModelArgs::augment_args(clap::Command::new("model"))
+            .get_arguments()
+            .flat_map(|arg| {
+                arg.get_long()
+                    .into_iter()
+                    .chain(arg.get_all_aliases().into_iter().flatten())
+            })
+            .any(|long| long.replace('-', "_") == name)
+}
 
 /// A parser of job options over the server's defaults.
 #[derive(Debug, Clone)]
@@ -71,7 +64,7 @@ impl JobOptions {
         let mut given = Vec::new();
         for (key, value) in job {
             let name = key.replace('-', "_");
-            if FIXED.contains(&name.as_str()) {
+            if fixed(&name) {
                 return Err(ApiError::bad_option(
                     key,
                     format!(
@@ -187,6 +180,12 @@ mod tests {
             (json!({"stepz": 3}), "stepz", "unknown option"),
             (json!({"task": "face"}), "task", "fixed by the server"),
             (json!({"device": "cuda"}), "device", "fixed by the server"),
+            (json!({"ckpt": "x.pt"}), "ckpt", "fixed by the server"),
+            (
+                json!({"weights-dir": "/"}),
+                "weights-dir",
+                "fixed by the server",
+            ),
             (
                 json!({"seed": [1, 2]}),
                 "seed",

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use burn::tensor::Tensor;
 use diffbir::core::image::{ReadOptions, SaveOptions, decode_image, save_image, tensor_to_image};
 use diffbir::pipeline::Pipeline;
 use diffbir::{Error, Event, Fault, Observer, Part};
@@ -115,8 +116,10 @@ fn run(shared: &Shared, pipeline: &Pipeline, job: &Job) -> Result<(), JobError> 
         files.push(path);
         lock(&job.files).samples.clone_from(&files);
     }
-    if let Some(stage1) = &observer.stage1 {
-        let path = write(stem.with_extension("stage1.png"), stage1)?;
+    if let Some(stage1) = observer.stage1 {
+        let [_, c, h, w] = stage1.dims();
+        let image = tensor_to_image(stage1.reshape([c, h, w]), None, &SaveOptions::default());
+        let path = write(stem.with_extension("stage1.png"), &image)?;
         lock(&job.files).stage1 = Some(path);
     }
     Ok(())
@@ -140,7 +143,7 @@ struct JobObserver<'a> {
     job: &'a Job,
     metrics: &'a Metrics,
     /// The latest stage-1 result (`unaligned_face`: the background's, which comes last).
-    stage1: Option<image::DynamicImage>,
+    stage1: Option<Tensor<4>>,
     last_step: Instant,
     /// Parts of the restoration (faces and the background) and the current one.
     parts: usize,
@@ -154,12 +157,8 @@ impl Observer for JobObserver<'_> {
         }
         match event {
             Event::Stage1 { condition } => {
-                let [_, c, h, w] = condition.dims();
-                self.stage1 = Some(tensor_to_image(
-                    (*condition).clone().reshape([c, h, w]),
-                    None,
-                    &SaveOptions::default(),
-                ));
+                // Kept as a tensor (a cheap clone): only the last becomes an image.
+                self.stage1 = Some((*condition).clone());
                 self.last_step = Instant::now();
             }
             Event::Step { step, .. } => {

@@ -55,19 +55,6 @@ impl Stage1Kind {
         }
     }
 
-    /// The network of an official stage-1 file, by its name (`None` for other files).
-    pub fn of_official_file(file_name: &str) -> Option<Self> {
-        Some(match file_name {
-            "general_swinir_v1.ckpt"
-            | "face_swinir_v1.ckpt"
-            | "realesrgan_s4_swinir_100k.pth"
-            | "codeformer_swinir.ckpt" => Self::SwinIr,
-            "BSRNet.pth" => Self::RrdbNet,
-            "scunet_color_real_psnr.pth" => Self::ScuNet,
-            _ => return None,
-        })
-    }
-
     /// Its tiny configuration.
     pub fn tiny(self) -> Stage1Config {
         match self {
@@ -155,15 +142,22 @@ pub fn official_files() -> Result<Vec<OfficialFile>> {
                 continue;
             }
             let files = release_files(task, version);
-            add(files.stage1, stage1_content(files.stage1)?)?;
+            let models = &config.models;
+            add(
+                files.stage1,
+                Content::Stage1(Stage1Kind::of(&models.stage1)),
+            )?;
             add(files.controlnet, Content::ControlNet)?;
             add(files.sd, Content::StableDiffusion)?;
             add(files.bpe_vocab, Content::BpeMerges)?;
             if let Some(face) = files.face {
-                add(face.stage1, stage1_content(face.stage1)?)?;
+                add(
+                    face.stage1,
+                    Content::Stage1(Stage1Kind::of(&models.face.stage1)),
+                )?;
                 add(
                     face.detector,
-                    Content::Detector(config.models.face.detector.network_name),
+                    Content::Detector(models.face.detector.network_name),
                 )?;
                 add(face.parser, Content::Parser)?;
             }
@@ -176,15 +170,6 @@ pub fn official_files() -> Result<Vec<OfficialFile>> {
         )?;
     }
     Ok(all)
-}
-
-fn stage1_kind(file: &ModelFile) -> Result<Stage1Kind> {
-    Stage1Kind::of_official_file(file.file_name)
-        .with_context(|| format!("{} is no known stage-1 file", file.file_name))
-}
-
-fn stage1_content(file: &ModelFile) -> Result<Content> {
-    stage1_kind(file).map(Content::Stage1)
 }
 
 /// The model configs of the folder: file name, the release whose noise schedule it carries,
@@ -200,14 +185,14 @@ pub const MODEL_CONFIGS: [(&str, Version, Stage1Kind); 3] = [
     ),
 ];
 
-/// The model config of the folder that describes `task` at `version`: the one of the
-/// network in its stage-1 file (for unaligned_face, the background's).
+/// The model config of the folder that describes `task` at `version`: the one of its stage-1
+/// network (for unaligned_face, the background's).
 ///
 /// # Errors
 ///
-/// If the release's stage-1 file is not a known one.
+/// If no model config has that network.
 pub fn model_config_file(task: Task, version: Version) -> Result<&'static str> {
-    let kind = stage1_kind(release_files(task, version).stage1)?;
+    let kind = Stage1Kind::of(&PipelineConfig::new(task, version).models.stage1);
     MODEL_CONFIGS
         .iter()
         .find(|(_, _, k)| *k == kind)
@@ -401,26 +386,7 @@ mod tests {
     }
 
     #[test]
-    fn stage_1_files_hold_the_network_the_pipeline_builds_for_them() {
-        for task in [Task::Sr, Task::Denoise, Task::Face] {
-            for version in Version::ALL {
-                let config = PipelineConfig::new(task, version);
-                let file = release_files(task, version).stage1.file_name;
-                assert_eq!(
-                    Stage1Kind::of_official_file(file),
-                    Some(Stage1Kind::of(&config.models.stage1)),
-                    "{task} {version}"
-                );
-            }
-        }
-        // The face models' stage 1, and unaligned_face's background (the sr row's file).
-        let config = PipelineConfig::new(Task::UnalignedFace, Version::V21);
-        let files = release_files(Task::UnalignedFace, Version::V21);
-        let face = files.face.unwrap().stage1.file_name;
-        assert_eq!(
-            Stage1Kind::of_official_file(face),
-            Some(Stage1Kind::of(&config.models.face.stage1))
-        );
+    fn unaligned_faces_background_uses_the_sr_stage_1_file() {
         for version in Version::ALL {
             assert_eq!(
                 release_files(Task::UnalignedFace, version).stage1,
@@ -435,10 +401,10 @@ mod tests {
             for version in Version::ALL {
                 let name = model_config_file(task, version).unwrap();
                 let (_, _, kind) = MODEL_CONFIGS.iter().find(|(n, _, _)| *n == name).unwrap();
-                let file = release_files(task, version).stage1.file_name;
+                let config = PipelineConfig::new(task, version);
                 assert_eq!(
-                    Stage1Kind::of_official_file(file),
-                    Some(*kind),
+                    Stage1Kind::of(&config.models.stage1),
+                    *kind,
                     "{task} {version}"
                 );
             }

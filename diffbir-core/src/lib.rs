@@ -35,6 +35,7 @@ pub mod checkpoint;
 pub mod color;
 pub mod device;
 mod error;
+pub mod gaussian;
 pub mod image;
 pub mod kernels;
 pub mod named;

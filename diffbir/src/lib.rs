@@ -46,6 +46,7 @@ pub use diffbir_core as core;
 pub use diffbir_face as face;
 pub use diffbir_hub as hub;
 pub use diffbir_ldm as ldm;
+pub use diffbir_metrics as metrics;
 pub use diffbir_rm as rm;
 pub use diffbir_sampler as sampler;
 

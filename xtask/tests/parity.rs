@@ -38,6 +38,11 @@ fn every_generated_face_case_runs_and_passes() {
     assert_all_pass(&fixtures::repo_fixtures("face"), 9);
 }
 
+#[test]
+fn every_generated_metric_case_runs_and_passes() {
+    assert_all_pass(&fixtures::repo_fixtures("metrics"), 12);
+}
+
 fn assert_all_pass(dir: &Path, at_least: usize) {
     let reports = parity::run_dir(dir, &[], &Device::flex()).unwrap();
     let cases = parity::discover(dir).unwrap();

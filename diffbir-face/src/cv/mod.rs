@@ -13,7 +13,8 @@ mod resize;
 mod warp;
 
 pub use affine::{Affine, estimate_affine_partial_lmeds, invert_affine};
-pub use blur::{BlurPixel, gaussian_blur, gaussian_kernel};
+pub use blur::{BlurPixel, gaussian_blur};
+pub use diffbir_core::gaussian::gaussian_kernel;
 pub use morph::erode;
 pub use resize::{resize_lanczos4, resize_linear, scaled_size};
 pub use warp::{WarpPixel, warp_affine};

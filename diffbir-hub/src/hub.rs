@@ -24,6 +24,7 @@ pub struct Hub {
     offline: bool,
     huggingface: String,
     github: String,
+    pytorch: String,
     // The transfer settings, read by `download.rs`.
     pub(crate) connect_timeout: Duration,
     pub(crate) read_timeout: Duration,
@@ -63,6 +64,7 @@ impl Hub {
             offline: false,
             huggingface: Host::HuggingFace.default_endpoint().to_owned(),
             github: Host::GitHub.default_endpoint().to_owned(),
+            pytorch: Host::PyTorch.default_endpoint().to_owned(),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
             max_attempts: 5,
@@ -88,6 +90,7 @@ impl Hub {
         for (host, fallback) in [
             (Host::HuggingFace, Some("HF_ENDPOINT")),
             (Host::GitHub, None),
+            (Host::PyTorch, None),
         ] {
             let value = var(host.endpoint_var())
                 .map(|v| (host.endpoint_var(), v))
@@ -154,6 +157,7 @@ impl Hub {
         match host {
             Host::HuggingFace => self.huggingface = trimmed.to_owned(),
             Host::GitHub => self.github = trimmed.to_owned(),
+            Host::PyTorch => self.pytorch = trimmed.to_owned(),
         }
         Ok(self)
     }
@@ -193,6 +197,7 @@ impl Hub {
         match host {
             Host::HuggingFace => &self.huggingface,
             Host::GitHub => &self.github,
+            Host::PyTorch => &self.pytorch,
         }
     }
 

@@ -69,6 +69,7 @@
 //! | `DIFFBIR_HOME` | the cache folder |
 //! | `DIFFBIR_HUB_ENDPOINT` (else `HF_ENDPOINT`) | replaces `https://huggingface.co` in every URL, for mirrors such as `https://hf-mirror.com` |
 //! | `DIFFBIR_GITHUB_ENDPOINT` | replaces `https://github.com` (release assets and raw files) |
+//! | `DIFFBIR_PYTORCH_ENDPOINT` | replaces `https://download.pytorch.org` (torchvision's networks, for LPIPS) |
 //! | `DIFFBIR_OFFLINE` (else `HF_HUB_OFFLINE`) | `1`, `true`, `yes` or `on`: never download |
 //! | `DIFFBIR_WEIGHTS_DIR` | folders (separated like `PATH`) searched before the cache |
 //!

@@ -14,6 +14,8 @@ pub enum Host {
     HuggingFace,
     /// `https://github.com`: release assets and raw repository files.
     GitHub,
+    /// `https://download.pytorch.org`: torchvision's pretrained networks.
+    PyTorch,
 }
 
 impl Host {
@@ -22,6 +24,7 @@ impl Host {
         match self {
             Self::HuggingFace => "https://huggingface.co",
             Self::GitHub => "https://github.com",
+            Self::PyTorch => "https://download.pytorch.org",
         }
     }
 
@@ -31,6 +34,7 @@ impl Host {
         match self {
             Self::HuggingFace => "DIFFBIR_HUB_ENDPOINT",
             Self::GitHub => "DIFFBIR_GITHUB_ENDPOINT",
+            Self::PyTorch => "DIFFBIR_PYTORCH_ENDPOINT",
         }
     }
 }
@@ -40,6 +44,7 @@ impl fmt::Display for Host {
         f.write_str(match self {
             Self::HuggingFace => "Hugging Face",
             Self::GitHub => "GitHub",
+            Self::PyTorch => "PyTorch",
         })
     }
 }
@@ -128,6 +133,13 @@ const fn hf(path: &'static str) -> Source {
 const fn gh(path: &'static str) -> Source {
     Source {
         host: Host::GitHub,
+        path,
+    }
+}
+
+const fn pytorch(path: &'static str) -> Source {
+    Source {
+        host: Host::PyTorch,
         path,
     }
 }
@@ -352,6 +364,72 @@ const CLIP_BPE: ModelFile = ModelFile {
     description: "the CLIP BPE merges the OpenCLIP tokenizer is built from",
 };
 
+// ---- metrics (`diffbir metrics`) ----
+
+// LPIPS v0.1's linear heads as the `lpips` package 0.1.4 ships them (the version DiffBIR
+// pins, `XPixelGroup/DiffBIR@3f8b530:requirements.txt:L18`): the hashes are those of
+// `lpips/weights/v0.1/{alex,vgg}.pth` at its release commit. pyiqa hosts the same files under
+// these names (named by their hashes' first digits); the package's own copy is the last
+// source.
+
+const LPIPS_ALEX: ModelFile = ModelFile {
+    name: "lpips-alex",
+    aliases: &["lpips"],
+    file_name: "LPIPS_v0.1_alex-df73285e.pth",
+    sources: &[
+        hf("/chaofengc/IQA-PyTorch-Weights/resolve/main/LPIPS_v0.1_alex-df73285e.pth"),
+        gh("/chaofengc/IQA-PyTorch/releases/download/v0.1-weights/LPIPS_v0.1_alex-df73285e.pth"),
+        gh(
+            "/richzhang/PerceptualSimilarity/raw/3767a70e437c4020decf5888a83f438d2726a10f/lpips/weights/v0.1/alex.pth",
+        ),
+    ],
+    size: 6_009,
+    sha256: Some("df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0"),
+    description: "LPIPS v0.1 linear heads on AlexNet (metric lpips)",
+};
+
+const LPIPS_VGG: ModelFile = ModelFile {
+    name: "lpips-vgg",
+    aliases: &[],
+    file_name: "LPIPS_v0.1_vgg-a78928a0.pth",
+    sources: &[
+        hf("/chaofengc/IQA-PyTorch-Weights/resolve/main/LPIPS_v0.1_vgg-a78928a0.pth"),
+        gh("/chaofengc/IQA-PyTorch/releases/download/v0.1-weights/LPIPS_v0.1_vgg-a78928a0.pth"),
+        gh(
+            "/richzhang/PerceptualSimilarity/raw/3767a70e437c4020decf5888a83f438d2726a10f/lpips/weights/v0.1/vgg.pth",
+        ),
+    ],
+    size: 7_289,
+    sha256: Some("a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868"),
+    description: "LPIPS v0.1 linear heads on VGG16 (metric lpips-vgg)",
+};
+
+// torchvision's ImageNet weights, which LPIPS' trunks load (`pretrained=True`). PyTorch
+// publishes the first 8 hex digits of each hash in the file name (torch.hub checks only
+// those); the full hashes and sizes are the ones recorded for these files by several
+// independent projects, which agree with each other, with the prefixes and with
+// torchvision's `_file_size` (233.087 MiB, 527.796 MiB).
+
+const ALEXNET: ModelFile = ModelFile {
+    name: "alexnet",
+    aliases: &[],
+    file_name: "alexnet-owt-7be5be79.pth",
+    sources: &[pytorch("/models/alexnet-owt-7be5be79.pth")],
+    size: 244_408_911,
+    sha256: Some("7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02"),
+    description: "torchvision's AlexNet (ImageNet): the trunk of metric lpips",
+};
+
+const VGG16: ModelFile = ModelFile {
+    name: "vgg16",
+    aliases: &[],
+    file_name: "vgg16-397923af.pth",
+    sources: &[pytorch("/models/vgg16-397923af.pth")],
+    size: 553_433_881,
+    sha256: Some("397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0"),
+    description: "torchvision's VGG16 (ImageNet): the trunk of metric lpips-vgg",
+};
+
 /// Every file of the registry, in `files()` order.
 const FILES: &[ModelFile] = &[
     // ---- stage 1 ----
@@ -378,6 +456,11 @@ const FILES: &[ModelFile] = &[
     PARSENET,
     // ---- text ----
     CLIP_BPE,
+    // ---- metrics ----
+    LPIPS_ALEX,
+    LPIPS_VGG,
+    ALEXNET,
+    VGG16,
 ];
 
 /// Every official file this build knows.
@@ -495,8 +578,9 @@ mod tests {
             assert!(!f.sources.is_empty(), "{}", f.name);
             for s in f.sources {
                 assert!(s.path.starts_with('/'), "{}", s.path);
-                assert!(s.path.ends_with(f.file_name), "{}", s.path);
             }
+            // The first source names the file as the registry does; mirrors may not.
+            assert!(f.sources[0].path.ends_with(f.file_name), "{}", f.name);
             if let Some(h) = f.sha256 {
                 let lower_hex = h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
                 assert!(h.len() == 64 && lower_hex, "{}", f.name);

@@ -58,5 +58,17 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whose fault it is: the caller's (a bad pair, a crop, a configuration) or the
+    /// environment's (files, folders, the device).
+    pub fn fault(&self) -> diffbir_core::Fault {
+        match self {
+            Self::Core(e) => e.fault(),
+            Self::Folder { .. } => diffbir_core::Fault::Environment,
+            _ => diffbir_core::Fault::Caller,
+        }
+    }
+}
+
 /// The metrics' result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -129,6 +129,19 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Whether several reference files have the stem `stem`.
+fn reference_ambiguous(problems: &[Problem], stem: &str) -> bool {
+    problems.iter().any(|p| match p {
+        Problem::Ambiguous {
+            side: Side::Reference,
+            names,
+        } => names
+            .iter()
+            .any(|n| Path::new(n).file_stem().is_some_and(|s| s == stem)),
+        _ => false,
+    })
+}
+
 /// Pairs the images of `restored` with those of `reference` by stem, whatever their
 /// extensions (`3.png` with `3.jpg`). A restored `{stem}_{i}` with no reference of its own
 /// name pairs with `{stem}`: `diffbir restore` writes `{stem}_{i}.png` when it draws several
@@ -157,6 +170,8 @@ pub fn pair_folders(restored: &Path, reference: Option<&Path>) -> Result<Pairing
             .rsplit_once('_')
             .filter(|(_, i)| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
             .map(|(base, _)| base.to_string());
+        // A reference name that several files share is reported as such already.
+        let ambiguous = reference_ambiguous(&problems, &stem);
         let key = if references.contains_key(&stem) {
             Some(stem)
         } else {
@@ -171,6 +186,7 @@ pub fn pair_folders(restored: &Path, reference: Option<&Path>) -> Result<Pairing
                     reference: Some(references[&key].clone()),
                 });
             }
+            None if ambiguous => {}
             None => problems.push(Problem::Unmatched {
                 side: Side::Restored,
                 name: file_name(&path),

@@ -52,8 +52,8 @@ fn mse(a: &[Plane], b: &[Plane]) -> f64 {
 
 /// BasicSR's PSNR in dB (`basicsr/metrics/psnr_ssim.py`, `calculate_psnr`): 8-bit values in
 /// `f64`, `10·log10(255² / mse)`, `+∞` for identical images, after `crop_border` pixels are
-/// cut from each side and, with `y_channel`, on the luma of
-/// [`basicsr_planes`](crate::color::basicsr_planes).
+/// cut from each side and, with `y_channel`, on BasicSR's BT.601 luma (16–235, with its
+/// `float32` round trips).
 pub fn psnr(restored: &MetricImage, reference: &MetricImage, options: &FrOptions) -> Result<f64> {
     let (a, b) = crop_pair("psnr", 1, restored, reference, options)?;
     let mse = mse(

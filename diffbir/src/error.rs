@@ -18,6 +18,9 @@ pub enum Error {
     #[cfg(feature = "download")]
     #[error(transparent)]
     Hub(Box<crate::hub::HubError>),
+    /// A pair of images the metrics cannot score, or their networks' files.
+    #[error(transparent)]
+    Metrics(Box<diffbir_metrics::Error>),
     /// A training run that cannot be prepared or run.
     #[cfg(feature = "train")]
     #[error(transparent)]
@@ -35,6 +38,7 @@ impl Error {
             Self::Core(e) => e.fault(),
             #[cfg(feature = "download")]
             Self::Hub(e) => e.fault(),
+            Self::Metrics(e) => e.fault(),
             #[cfg(feature = "train")]
             Self::Train(e) => e.fault(),
             Self::Cancelled => Fault::Caller,
@@ -46,6 +50,15 @@ impl Error {
 impl From<crate::hub::HubError> for Error {
     fn from(e: crate::hub::HubError) -> Self {
         Self::Hub(Box::new(e))
+    }
+}
+
+impl From<diffbir_metrics::Error> for Error {
+    fn from(e: diffbir_metrics::Error) -> Self {
+        match e {
+            diffbir_metrics::Error::Core(e) => Self::Core(e),
+            e => Self::Metrics(Box::new(e)),
+        }
     }
 }
 

@@ -47,7 +47,8 @@ enum Command {
     /// Files already in a --weights-dir folder or in the cache are not downloaded again.
     /// The cache is $DIFFBIR_HOME, else the user's cache folder (~/.cache/diffbir on Linux).
     /// DIFFBIR_HUB_ENDPOINT (or HF_ENDPOINT) replaces https://huggingface.co for mirrors,
-    /// DIFFBIR_GITHUB_ENDPOINT replaces https://github.com.
+    /// DIFFBIR_GITHUB_ENDPOINT replaces https://github.com, DIFFBIR_PYTORCH_ENDPOINT
+    /// https://download.pytorch.org.
     Download(DownloadArgs),
     /// Restore images: stage 1, then the diffusion stage, as DiffBIR's inference.py does.
     ///
@@ -59,6 +60,12 @@ enum Command {
     /// Listens on 127.0.0.1:8080 by default; see docs/serve.md for the API. The restore
     /// options set the jobs' defaults; each job may override them.
     Serve(Box<serve::ServeArgs>),
+    /// Score restored images against references: PSNR, SSIM (BasicSR's and pyiqa's) and
+    /// LPIPS, per pair and on average.
+    ///
+    /// Pairs are matched by file name; unmatched files, pairs of different sizes and unreadable
+    /// images are all reported before anything is scored. See docs/metrics.md.
+    Metrics(Box<cli::metrics::MetricsArgs>),
 }
 
 /// Where weight files are looked for, and whether they may be downloaded.
@@ -172,6 +179,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Download(args) => download(&args),
         Command::Restore(args) => cli::restore::restore(&args),
         Command::Serve(args) => serve::serve(&args),
+        Command::Metrics(args) => cli::metrics::metrics(&args),
         Command::Weights(WeightsCommand::Models) => {
             let models = diffbir::zoo::models();
             if models.is_empty() {

@@ -10,6 +10,7 @@ use diffbir_controlnet::{CONTROLNET_KEYS, ControlNetConfig};
 use diffbir_core::{Checkpoint, Error, KeyMap, LoadReport, Result, apply_checkpoint};
 use diffbir_face::{PARSENET_KEYS, ParseNetConfig, RETINAFACE_KEYS, RetinaFaceConfig};
 use diffbir_ldm::sd::StableDiffusionConfig;
+use diffbir_metrics::{LPIPS_LIN_KEYS, LPIPS_TRUNK_KEYS, LpipsConfig, LpipsNet};
 use diffbir_rm::rrdbnet::BSRNET_KEYS;
 use diffbir_rm::scunet::SCUNET_KEYS;
 use diffbir_rm::swinir::{SWINIR_FACE_KEYS, SWINIR_GENERAL_KEYS, SWINIR_REALESRGAN_KEYS};
@@ -43,6 +44,16 @@ fn controlnet(checkpoint: &Checkpoint, device: &Device) -> Result<LoadReport> {
         checkpoint,
         &CONTROLNET_KEYS,
     )
+}
+
+fn lpips_trunk(checkpoint: &Checkpoint, device: &Device, net: LpipsNet) -> Result<LoadReport> {
+    let mut model = LpipsConfig::released(net).init(device);
+    apply_checkpoint(&mut model.trunk, checkpoint, &LPIPS_TRUNK_KEYS)
+}
+
+fn lpips_lin(checkpoint: &Checkpoint, device: &Device, net: LpipsNet) -> Result<LoadReport> {
+    let mut model = LpipsConfig::released(net).init(device);
+    apply_checkpoint(&mut model.lin, checkpoint, &LPIPS_LIN_KEYS)
 }
 
 const MODELS: &[ModelEntry] = &[
@@ -122,6 +133,26 @@ const MODELS: &[ModelEntry] = &[
         name: "parsenet",
         description: "face parsing of unaligned_face's paste-back: ParseNet (parsing_parsenet.pth)",
         apply: |c, d| apply_checkpoint(&mut ParseNetConfig::released().init(d), c, &PARSENET_KEYS),
+    },
+    ModelEntry {
+        name: "alexnet",
+        description: "the trunk of metric lpips: torchvision's AlexNet features (alexnet-owt-7be5be79.pth)",
+        apply: |c, d| lpips_trunk(c, d, LpipsNet::Alex),
+    },
+    ModelEntry {
+        name: "vgg16",
+        description: "the trunk of metric lpips-vgg: torchvision's VGG16 features (vgg16-397923af.pth)",
+        apply: |c, d| lpips_trunk(c, d, LpipsNet::Vgg),
+    },
+    ModelEntry {
+        name: "lpips-alex",
+        description: "the heads of metric lpips: LPIPS v0.1 on AlexNet (LPIPS_v0.1_alex-df73285e.pth)",
+        apply: |c, d| lpips_lin(c, d, LpipsNet::Alex),
+    },
+    ModelEntry {
+        name: "lpips-vgg",
+        description: "the heads of metric lpips-vgg: LPIPS v0.1 on VGG16 (LPIPS_v0.1_vgg-a78928a0.pth)",
+        apply: |c, d| lpips_lin(c, d, LpipsNet::Vgg),
     },
 ];
 

@@ -50,7 +50,11 @@ impl Layout {
             | "v2.pth"
             | "DiffBIR_v2.1.pt"
             | "detection_mobilenet0.25_Final.pth"
-            | "parsing_parsenet.pth" => Self::StateDict,
+            | "parsing_parsenet.pth"
+            | "alexnet-owt-7be5be79.pth"
+            | "vgg16-397923af.pth"
+            | "LPIPS_v0.1_alex-df73285e.pth"
+            | "LPIPS_v0.1_vgg-a78928a0.pth" => Self::StateDict,
             "detection_Resnet50_Final.pth" => Self::DataParallel,
             _ => return None,
         })

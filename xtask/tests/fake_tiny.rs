@@ -5,9 +5,11 @@
 use std::path::Path;
 
 use burn::tensor::Device;
+use diffbir::core::Checkpoint;
 use diffbir::core::NoiseSource;
 use diffbir::face::{Backbone, RetinaFaceConfig};
 use diffbir::image::{DynamicImage, Rgb, RgbImage};
+use diffbir::metrics::{Lpips, LpipsNet, MetricImage};
 use diffbir::pipeline::{ModelConfigs, Pipeline, PipelineConfig, Task, Version, WeightFiles};
 use diffbir::sampler::{SamplerConfig, SamplerKind, SamplerOptions};
 use xtask::fake_checkpoint::tiny::{self, Stage1Kind};
@@ -79,4 +81,20 @@ fn the_tiny_folder_loads_every_task_of_every_release_and_restores_with_each_stag
     let mut config = tiny_config(dir, Task::UnalignedFace, Version::V21);
     config.models.face.detector = RetinaFaceConfig::of(Backbone::MobileNet025);
     load(dir, config);
+
+    // The LPIPS networks of `diffbir metrics` load from the folder, their widths read from
+    // the heads, and score a pair.
+    for net in LpipsNet::ALL {
+        let [trunk, heads] = diffbir::scoring::lpips_files(net)
+            .map(|f| Checkpoint::open(dir.join(f.file_name)).unwrap());
+        let model = Lpips::from_checkpoints(net, &trunk, &heads, &Device::flex()).unwrap();
+        let image = MetricImage::from_dynamic(&ramp());
+        let d = model.forward(
+            image.to_tensor(&Device::flex()),
+            image.to_tensor(&Device::flex()).flip([3]),
+            true,
+        );
+        let d = d.to_data().try_to_vec::<f32>().unwrap();
+        assert!(d[0].is_finite() && d[0] != 0.0, "{net}: {d:?}");
+    }
 }

@@ -115,8 +115,12 @@ impl<T: Element> PackB<T> for Im2col<'_, T> {
                         if lo > 0 {
                             dst[..lo].fill(zero);
                         }
-                        let start = (x0 + lo as isize) as usize;
-                        copy(&mut dst[lo..hi], &row[start..start + (hi - lo)]);
+                        // A run wholly in the right padding (a kernel wider than 2·pad + 1
+                        // reaches past the row's end by more than one column) copies nothing.
+                        if hi > lo {
+                            let start = (x0 + lo as isize) as usize;
+                            copy(&mut dst[lo..hi], &row[start..start + (hi - lo)]);
+                        }
                         if hi < len {
                             dst[hi..].fill(zero);
                         }

@@ -249,6 +249,10 @@ const CASES: &[Case] = &[
         [1, 1],
     ),
     (1, 1, 1, [1, 70], [1, 3], [1, 1], [(0, 0), (1, 1)], [1, 1]),
+    // A 5×5 kernel with padding 2 (LPIPS' AlexNet): runs that start at a row's last output
+    // column lie wholly in the right padding for the last taps.
+    (1, 2, 3, [4, 33], [5, 5], [1, 1], [(2, 2), (2, 2)], [1, 1]),
+    (1, 2, 3, [3, 17], [5, 5], [1, 1], [(2, 2), (2, 2)], [1, 1]),
 ];
 
 fn geometry(case: &Case) -> ConvGeometry {

@@ -11,7 +11,7 @@ use burn::nn::conv::Conv2dConfig;
 use burn::tensor::{Device, Tensor};
 use diffbir_core::kernels::Conv2d;
 use diffbir_core::weights::ParamCount;
-use diffbir_core::{KeyMap, KeyRule, named_enum};
+use diffbir_core::{Checkpoint, KeyMap, KeyRule, load_into, named_enum};
 
 pub use trunk::Trunk;
 
@@ -42,6 +42,48 @@ impl LpipsConfig {
     /// The released network: torchvision's trunk and the v0.1 heads.
     pub fn released(net: LpipsNet) -> Self {
         Self::new(net)
+    }
+
+    /// A small network for tests and `fake-checkpoint --tiny`: the trunk's layers at a few
+    /// channels each.
+    pub fn tiny(net: LpipsNet) -> Self {
+        Self::new(net).with_widths(Some([4, 8, 8, 8, 8]))
+    }
+
+    /// The configuration a file of linear heads describes: the taps' widths are the heads'
+    /// input channels (`lin{k}.model.1.weight` is `[1, C_k, 1, 1]`).
+    pub fn from_heads(net: LpipsNet, heads: &Checkpoint) -> Result<Self> {
+        let infos = heads.infos();
+        let mut widths = [0usize; 5];
+        for (k, w) in widths.iter_mut().enumerate() {
+            let key = format!("lin{k}.model.1.weight");
+            let info = infos
+                .iter()
+                .find(|i| i.key == key)
+                .ok_or_else(|| Error::InvalidConfig {
+                    model: "LPIPS",
+                    reason: format!(
+                        "{} has no `{key}`: not a file of LPIPS v0.1 heads",
+                        heads.path().display()
+                    ),
+                })?;
+            match info.shape[..] {
+                [1, c, 1, 1] => *w = c,
+                _ => {
+                    return Err(Error::InvalidConfig {
+                        model: "LPIPS",
+                        reason: format!(
+                            "{}: `{key}` has shape {:?}, a head is [1, C, 1, 1]",
+                            heads.path().display(),
+                            info.shape
+                        ),
+                    });
+                }
+            }
+        }
+        let config = Self::new(net).with_widths(Some(widths));
+        config.validate()?;
+        Ok(config)
     }
 
     /// The tap widths.
@@ -90,6 +132,22 @@ impl LpipsConfig {
                 })
                 .collect(),
         }
+    }
+}
+
+impl Lpips {
+    /// The network of a trunk file (torchvision's `features`) and a heads file (`lpips`'
+    /// `weights/v0.1/*.pth`), its widths read from the heads; both load strictly.
+    pub fn from_checkpoints(
+        net: LpipsNet,
+        trunk: &Checkpoint,
+        heads: &Checkpoint,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut model = LpipsConfig::from_heads(net, heads)?.init(device);
+        load_into(&mut model.trunk, trunk, &LPIPS_TRUNK_KEYS)?;
+        load_into(&mut model.lin, heads, &LPIPS_LIN_KEYS)?;
+        Ok(model)
     }
 }
 

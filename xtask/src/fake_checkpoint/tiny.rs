@@ -4,8 +4,9 @@
 //! --offline …` runs every task of every release in seconds.
 //!
 //! The folder holds every file some task of some release loads (`diffbir::hub::release_files`),
-//! both RetinaFace detectors, a synthetic BPE merges file ([`super::bpe`]) and three model
-//! configs ([`MODEL_CONFIGS`]). Each network is built from its tiny configuration, given
+//! both RetinaFace detectors, the LPIPS networks of `diffbir metrics` (their widths are read
+//! from the heads' shapes, so they need no config), a synthetic BPE merges file
+//! ([`super::bpe`]) and three model configs ([`MODEL_CONFIGS`]). Each network is built from its tiny configuration, given
 //! random N(0, 0.02²) values (batch norms' running variances stay 1, a variance must be
 //! positive) and written under its official keys (the model's key map inverted).
 
@@ -26,8 +27,10 @@ use diffbir::ldm::sd::StableDiffusionConfig;
 use diffbir::ldm::unet::SD_UNET_KEYS;
 use diffbir::ldm::vae::SD_VAE_KEYS;
 use diffbir::ldm::{UnetConfig, VaeConfig};
+use diffbir::metrics::{LPIPS_LIN_KEYS, LPIPS_TRUNK_KEYS, LpipsConfig, LpipsNet};
 use diffbir::pipeline::{ModelConfigs, PipelineConfig, Task, Version};
 use diffbir::rm::{RrdbNetConfig, ScuNetConfig, Stage1Config, SwinIrConfig};
+use diffbir::scoring::lpips_files;
 use diffbir_train::state::official_tensors;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -88,6 +91,10 @@ pub enum Content {
     Detector(Backbone),
     /// The ParseNet face parser.
     Parser,
+    /// The trunk of an LPIPS network (torchvision's `features`).
+    LpipsTrunk(LpipsNet),
+    /// The linear heads of an LPIPS network.
+    LpipsHeads(LpipsNet),
 }
 
 impl fmt::Display for Content {
@@ -99,6 +106,8 @@ impl fmt::Display for Content {
             Self::BpeMerges => f.write_str("BPE merges"),
             Self::Detector(backbone) => write!(f, "RetinaFace, {backbone}"),
             Self::Parser => f.write_str("ParseNet"),
+            Self::LpipsTrunk(net) => write!(f, "LPIPS trunk, {net}"),
+            Self::LpipsHeads(net) => write!(f, "LPIPS heads, {net}"),
         }
     }
 }
@@ -168,6 +177,11 @@ pub fn official_files() -> Result<Vec<OfficialFile>> {
             find_file(detector_file_name(backbone))?,
             Content::Detector(backbone),
         )?;
+    }
+    for net in LpipsNet::ALL {
+        let [trunk, heads] = lpips_files(net);
+        add(trunk, Content::LpipsTrunk(net))?;
+        add(heads, Content::LpipsHeads(net))?;
     }
     Ok(all)
 }
@@ -315,6 +329,13 @@ fn tensors(content: Content, device: &Device) -> Result<Vec<NamedTensor>> {
             let config = ParseNetConfig::tiny();
             config.validate()?;
             official(&config.init(device), &PARSENET_KEYS)?
+        }
+        Content::LpipsTrunk(net) => official(
+            &LpipsConfig::tiny(net).init(device).trunk,
+            &LPIPS_TRUNK_KEYS,
+        )?,
+        Content::LpipsHeads(net) => {
+            official(&LpipsConfig::tiny(net).init(device).lin, &LPIPS_LIN_KEYS)?
         }
         Content::BpeMerges => bail!("the BPE merges are no checkpoint"),
     })

@@ -9,6 +9,8 @@
 //! workspace's sibling `shared/images` folder wherever the command is started from.
 
 use std::path::{Path, PathBuf};
+
+use diffbir_metrics::LpipsNet;
 use std::sync::Arc;
 
 use diffbir_controlnet::ControlNetConfig;
@@ -152,6 +154,23 @@ impl DatasetSection {
     }
 }
 
+/// `[train.val_lpips]`: the LPIPS network of stage-1 validation, from its official files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValLpips {
+    /// The trunk: `alex` (the reference's) or `vgg`.
+    #[serde(default = "default_lpips_net")]
+    pub net: LpipsNet,
+    /// torchvision's trunk (`alexnet-owt-7be5be79.pth`, `vgg16-397923af.pth`).
+    pub trunk: PathBuf,
+    /// The `lpips` heads (`LPIPS_v0.1_alex-df73285e.pth`, `LPIPS_v0.1_vgg-a78928a0.pth`).
+    pub heads: PathBuf,
+}
+
+fn default_lpips_net() -> LpipsNet {
+    LpipsNet::Alex
+}
+
 /// The `[train]` part of a stage-1 config.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -178,6 +197,10 @@ pub struct Stage1Schedule {
     /// Steps between validations (reference: 1000; 0 turns them off).
     #[serde(default)]
     pub val_every: u64,
+    /// LPIPS in validation (`val/lpips`, which the reference logs with AlexNet); none when
+    /// absent, and not loaded when validation is off.
+    #[serde(default)]
+    pub val_lpips: Option<ValLpips>,
     /// Initial weights (the reference's `train.resume`: a stage-1 state dict, loaded strictly).
     #[serde(default)]
     pub resume: Option<PathBuf>,
@@ -420,6 +443,10 @@ impl TrainConfig for Stage1TrainConfig {
     fn resolve_paths(&mut self, base: &Path) {
         self.dataset.resolve_paths(base);
         resolve_opt(base, &mut self.train.resume);
+        if let Some(lpips) = &mut self.train.val_lpips {
+            lpips.trunk = resolve(base, &lpips.trunk);
+            lpips.heads = resolve(base, &lpips.heads);
+        }
     }
 
     fn validate(&self) -> Result<()> {

@@ -38,6 +38,9 @@ pub struct Validation {
     pub psnr: f64,
     /// SSIM of the clamped prediction.
     pub ssim: f64,
+    /// LPIPS of the prediction as it is (`normalize=True`), averaged per batch then over
+    /// batches as the reference does, when `[train.val_lpips]` is set.
+    pub lpips: Option<f64>,
 }
 
 /// Progress of a run, for a progress bar or a log.
@@ -144,10 +147,14 @@ impl RunDir {
 
     /// Logs a validation.
     pub fn log_validation(&mut self, stage: &str, v: &Validation) -> Result<()> {
-        self.log(json!({
+        let mut line = json!({
             "stage": stage, "step": v.step, "val/loss": v.loss, "val/psnr": v.psnr,
             "val/ssim": v.ssim,
-        }))
+        });
+        if let Some(lpips) = v.lpips {
+            line["val/lpips"] = json!(lpips);
+        }
+        self.log(line)
     }
 
     /// `out/images/NNNNNNN.png`.

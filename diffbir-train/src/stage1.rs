@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
 use diffbir_core::{Checkpoint, load_into};
+use diffbir_metrics::Lpips;
 use diffbir_rm::{Restorer, Stage1};
 
 use crate::config::{Stage1TrainConfig, TrainConfig};
@@ -36,14 +37,26 @@ pub fn sum_mse(pred: Tensor<4>, gt: Tensor<4>) -> Tensor<1> {
     (pred - gt).powi_scalar(2).sum()
 }
 
-/// Runs the network on the held-out batches and averages loss, PSNR and SSIM.
-pub fn validate(model: &Stage1, batches: &[Batch], device: &Device, step: u64) -> Validation {
+/// Runs the network on the held-out batches and averages loss, PSNR, SSIM and, with a
+/// network, LPIPS.
+pub fn validate(
+    model: &Stage1,
+    lpips: Option<&Lpips>,
+    batches: &[Batch],
+    device: &Device,
+    step: u64,
+) -> Validation {
     let (mut loss, mut p, mut s, mut n) = (0.0, 0.0, 0.0, 0usize);
+    let mut lpips_sum = 0.0;
     for batch in batches {
         let b = batch.len();
         let size = batch.size;
         let pred = model.restore(to_tensor(&batch.lq, b, size, device));
-        loss += scalar(sum_mse(pred.clone(), to_tensor(&batch.gt, b, size, device)));
+        let gt = to_tensor(&batch.gt, b, size, device);
+        if let Some(lpips) = lpips {
+            lpips_sum += scalar(lpips.forward(pred.clone(), gt.clone(), true).mean());
+        }
+        loss += scalar(sum_mse(pred.clone(), gt));
         let pred: Vec<f32> = pred
             .clamp(0.0, 1.0)
             .into_data()
@@ -65,6 +78,7 @@ pub fn validate(model: &Stage1, batches: &[Batch], device: &Device, step: u64) -
         loss: loss / batches.len().max(1) as f64,
         psnr: p / n.max(1) as f64,
         ssim: s / n.max(1) as f64,
+        lpips: lpips.map(|_| lpips_sum / batches.len().max(1) as f64),
     }
 }
 
@@ -84,7 +98,25 @@ pub fn train_stage1(
         )?),
         _ => None,
     };
-    train(&Stage1Run { config, val }, options, observer)
+    let lpips = match (&t.val_lpips, &val) {
+        (Some(v), Some(_)) => {
+            // Validation runs on the main device, the first of `train.device`.
+            let device = crate::parallel::parse_devices(&t.device)?.swap_remove(0);
+            let trunk = Checkpoint::open(&v.trunk)?;
+            let heads = Checkpoint::open(&v.heads)?;
+            Some(Lpips::from_checkpoints(v.net, &trunk, &heads, &device).map_err(metrics_error)?)
+        }
+        _ => None,
+    };
+    train(&Stage1Run { config, val, lpips }, options, observer)
+}
+
+/// The metrics' errors as training's: what is not the foundations' is a bad LPIPS file.
+fn metrics_error(e: diffbir_metrics::Error) -> crate::error::Error {
+    match e {
+        diffbir_metrics::Error::Core(e) => e.into(),
+        e => crate::error::Error::field("train.val_lpips", e.to_string()),
+    }
 }
 
 /// Stage 1 in the shared loop: the network alone, its predictions kept for the grid.
@@ -92,6 +124,8 @@ struct Stage1Run<'a> {
     config: &'a Stage1TrainConfig,
     /// The held-out batches, when validation is on.
     val: Option<Vec<Batch>>,
+    /// The LPIPS network of validation.
+    lpips: Option<Lpips>,
 }
 
 impl Stage for Stage1Run<'_> {
@@ -196,7 +230,7 @@ impl Stage for Stage1Run<'_> {
     fn validate(&self, net: &Stage1, device: &Device, step: u64) -> Option<Validation> {
         self.val
             .as_ref()
-            .map(|batches| validate(net, batches, device, step))
+            .map(|batches| validate(net, self.lpips.as_ref(), batches, device, step))
     }
 
     fn official(&self, net: &Stage1) -> Result<Vec<Named>> {

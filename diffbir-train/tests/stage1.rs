@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
 use diffbir_core::{Checkpoint, Precision};
+use diffbir_metrics::Lpips;
 use diffbir_train::config::{Stage1TrainConfig, TrainConfig, load_config, resolve};
 use diffbir_train::data::{CodeformerDataset, validation_batches};
 use diffbir_train::stage1::{train_stage1, validate};
@@ -52,9 +53,23 @@ fn loss_decreases_and_the_weights_load_as_a_stage1_model() {
         .unwrap();
     let val = CodeformerDataset::new(config.dataset.val.as_ref().unwrap(), 0.5).unwrap();
     let batches = validation_batches(&val, config.train.batch_size, config.train.seed).unwrap();
-    let again = validate(&model, &batches, &device, 16);
+    // The tiny config validates with LPIPS too (the narrow AlexNet of the metric cases).
+    let files = config.train.val_lpips.as_ref().unwrap();
+    let lpips = Lpips::from_checkpoints(
+        files.net,
+        &Checkpoint::open(&files.trunk).unwrap(),
+        &Checkpoint::open(&files.heads).unwrap(),
+        &device,
+    )
+    .unwrap();
+    let again = validate(&model, Some(&lpips), &batches, &device, 16);
     assert!(
         (again.psnr - after.psnr).abs() < 1e-9,
+        "{again:?} vs {after:?}"
+    );
+    let (lpips_again, lpips_after) = (again.lpips.unwrap(), after.lpips.unwrap());
+    assert!(
+        lpips_after.is_finite() && (lpips_again - lpips_after).abs() < 1e-6,
         "{again:?} vs {after:?}"
     );
     println!("untrained {before:?}\ntrained   {after:?}");

@@ -259,8 +259,8 @@ impl Batch {
     }
 }
 
-/// Domain-separation constants of the random streams.
-pub(crate) mod stream {
+/// Domain-separation constants of the random streams ([`rng_for`]'s `purpose`).
+pub mod stream {
     /// Per training sample (crop, degradation, prompt drop).
     pub const SAMPLE: u64 = 1;
     /// Per epoch (the shuffle).
@@ -271,6 +271,8 @@ pub(crate) mod stream {
     pub const STEP: u64 = 4;
     /// Per training step and data-parallel shard (the Real-ESRGAN batch transform).
     pub const TRANSFORM: u64 = 5;
+    /// Per image of an evaluation set (`cargo xtask eval`'s degradations).
+    pub const EVAL: u64 = 6;
 }
 
 /// A ChaCha8 generator for `(seed, purpose, index)`.

@@ -354,9 +354,37 @@ impl RealEsrganDataset {
         if transpose {
             img = image::imageops::flip_horizontal(&image::imageops::rotate90(&img));
         }
-        let kernel1 = c.kernel1.draw(rng)?;
-        let kernel2 = c.kernel2.draw(rng)?;
-        let sinc = if rng.random::<f64>() < c.final_sinc_prob {
+        let kernels = c.draw_kernels(rng)?;
+        Ok(Sample {
+            gt: rgb_to_chw(&img),
+            lq: Vec::new(),
+            prompt,
+            kernels,
+        })
+    }
+}
+
+/// An 8-bit RGB image as channel-first values in `[0, 1]`, as the dataset hands images to the
+/// batch transform.
+pub fn rgb_to_chw(img: &RgbImage) -> Vec<f32> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut chw = vec![0.0f32; 3 * h * w];
+    for (i, px) in img.as_raw().chunks_exact(3).enumerate() {
+        for (ch, v) in px.iter().enumerate() {
+            chw[ch * h * w + i] = (f64::from(*v) / 255.0) as f32;
+        }
+    }
+    chw
+}
+
+impl RealEsrganConfig {
+    /// The three kernels of one sample, drawn as `RealESRGANDataset.__getitem__` draws them
+    /// after the flips: the first and second blurs and the final sinc filter (an identity
+    /// when it is not drawn); `3 × 21 × 21` values.
+    pub fn draw_kernels(&self, rng: &mut ChaCha8Rng) -> Result<Vec<f32>> {
+        let kernel1 = self.kernel1.draw(rng)?;
+        let kernel2 = self.kernel2.draw(rng)?;
+        let sinc = if rng.random::<f64>() < self.final_sinc_prob {
             let size = kernel_size(rng);
             circular_lowpass_kernel(uniform(rng, PI / 3.0, PI), size, KERNEL_SIZE)?
         } else {
@@ -367,23 +395,10 @@ impl RealEsrganDataset {
                 values,
             }
         };
-        let (w, h) = (img.width() as usize, img.height() as usize);
-        let mut gt = vec![0.0f32; 3 * h * w];
-        for (i, px) in img.as_raw().chunks_exact(3).enumerate() {
-            for (ch, v) in px.iter().enumerate() {
-                gt[ch * h * w + i] = (f64::from(*v) / 255.0) as f32;
-            }
-        }
-        let kernels = [kernel1, kernel2, sinc]
+        Ok([kernel1, kernel2, sinc]
             .iter()
             .flat_map(|k| k.values.iter().map(|v| *v as f32))
-            .collect();
-        Ok(Sample {
-            gt,
-            lq: Vec::new(),
-            prompt,
-            kernels,
-        })
+            .collect())
     }
 }
 

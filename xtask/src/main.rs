@@ -38,6 +38,10 @@ enum Command {
     /// Run every network family on a device (default wgpu) and on the CPU backend over
     /// randomly drawn small configurations, with identical weights and inputs, and compare.
     Differential(xtask::differential::DifferentialArgs),
+    /// Restore a folder of high-quality images degraded at fixed seeds by the training
+    /// pipelines (CodeFormer's, Real-ESRGAN's) and tabulate the metrics of stage 1 and of
+    /// DiffBIR against the originals; resumes where it stopped (see docs/metrics.md).
+    Eval(xtask::eval::EvalArgs),
     /// Write a random-weight checkpoint with every tensor of a key manifest, in the on-disk
     /// layout of an official file; or, with --tiny, a folder of tiny random models under
     /// every official file name.
@@ -101,6 +105,7 @@ fn main() -> Result<ExitCode> {
         }
         Command::Bench(args) => xtask::bench::main(args),
         Command::Differential(args) => xtask::differential::main(args),
+        Command::Eval(args) => xtask::eval::main(args),
         Command::FakeCheckpoint {
             manifest,
             layout,

@@ -243,14 +243,6 @@ impl RealEsrganTransform {
                 self.pools.len()
             )));
         }
-        let want = 3 * KERNEL_SIZE * KERNEL_SIZE * batch.len();
-        if batch.kernels.len() != want {
-            return Err(Error::Data(
-                "the batch carries no Real-ESRGAN kernels: the batch transform needs the \
-                 Real-ESRGAN dataset"
-                    .into(),
-            ));
-        }
         let mut out = Batch {
             step: batch.step,
             size: batch.size,
@@ -279,8 +271,18 @@ impl RealEsrganTransform {
     }
 
     /// The synthesis of `RealESRGANBatchTransform.__call__` (before the pool), on the
-    /// transform's device; returns the sharpened ground truth and the degraded images.
-    fn degrade(&self, batch: &Batch, rng: &mut ChaCha8Rng) -> Result<(Vec<f32>, Vec<f32>)> {
+    /// transform's device: returns the ground truth (sharpened when the config says so) and
+    /// the degraded images, at the batch's size, channel-first. The batch needs the dataset's
+    /// kernels ([`RealEsrganConfig::draw_kernels`](crate::realesrgan::RealEsrganConfig::draw_kernels)).
+    pub fn degrade(&self, batch: &Batch, rng: &mut ChaCha8Rng) -> Result<(Vec<f32>, Vec<f32>)> {
+        let want = 3 * KERNEL_SIZE * KERNEL_SIZE * batch.len();
+        if batch.kernels.len() != want {
+            return Err(Error::Data(
+                "the batch carries no Real-ESRGAN kernels: the batch transform needs the \
+                 Real-ESRGAN dataset"
+                    .into(),
+            ));
+        }
         let c = &self.config;
         let (b, size) = (batch.len(), batch.size);
         let device = &self.device;

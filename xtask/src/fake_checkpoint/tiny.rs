@@ -67,7 +67,8 @@ impl Stage1Kind {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The network's name.
+    pub fn name(self) -> &'static str {
         match self {
             Self::SwinIr => "SwinIR",
             Self::RrdbNet => "RRDBNet",

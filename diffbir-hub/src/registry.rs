@@ -430,6 +430,21 @@ const VGG16: ModelFile = ModelFile {
     description: "torchvision's VGG16 (ImageNet): the trunk of metric lpips-vgg",
 };
 
+// OpenAI's CLIP RN50 (the model of pyiqa's `clipiqa`), as OpenCLIP publishes it: a plain
+// state dict in OpenAI's key layout, the values of OpenAI's half-precision file in float32.
+// OpenAI's own RN50.pt is a TorchScript archive.
+const CLIP_RN50: ModelFile = ModelFile {
+    name: "clip-rn50",
+    aliases: &["RN50"],
+    file_name: "open_clip_model.safetensors",
+    sources: &[hf(
+        "/timm/resnet50_clip.openai/resolve/main/open_clip_model.safetensors",
+    )],
+    size: 408 * MB,
+    sha256: None,
+    description: "OpenAI's CLIP RN50 (OpenCLIP's copy): the model of metric clipiqa",
+};
+
 /// Every file of the registry, in `files()` order.
 const FILES: &[ModelFile] = &[
     // ---- stage 1 ----
@@ -461,6 +476,7 @@ const FILES: &[ModelFile] = &[
     LPIPS_VGG,
     ALEXNET,
     VGG16,
+    CLIP_RN50,
 ];
 
 /// Every official file this build knows.

@@ -5,7 +5,8 @@
 //!   most restoration papers' tables;
 //! - `psnr-pyiqa`, `ssim-pyiqa`: pyiqa's `psnr`/`psnry` and `ssimc`/`ssim` (YIQ luma, MATLAB's
 //!   window, contrast-structure terms clamped at 0);
-//! - `lpips`, `lpips-vgg`: LPIPS v0.1 with AlexNet or VGG16 on the official weights.
+//! - `lpips`, `lpips-vgg`: LPIPS v0.1 with AlexNet or VGG16 on the official weights;
+//! - `clipiqa`: CLIP-IQA as pyiqa computes it (no reference), on OpenAI's CLIP RN50.
 //!
 //! ```
 //! use diffbir_metrics::{FrOptions, MetricImage, psnr, ssim};
@@ -19,6 +20,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod clip_iqa;
 mod color;
 mod error;
 mod image;
@@ -53,6 +55,8 @@ named_enum! {
         Lpips = "lpips" | "lpips-alex",
         /// LPIPS v0.1 on VGG16 (lower is better).
         LpipsVgg = "lpips-vgg",
+        /// CLIP-IQA (no reference; higher is better).
+        ClipIqa = "clipiqa" | "clip-iqa",
     }
 }
 
@@ -71,10 +75,18 @@ impl Metric {
         }
     }
 
-    /// Whether `crop_border` and `y_channel` apply (PSNR and SSIM; LPIPS sees the whole RGB
-    /// image, as the originals do).
+    /// Whether `crop_border` and `y_channel` apply (PSNR and SSIM; LPIPS and CLIP-IQA see the
+    /// whole RGB image, as the originals do).
     pub fn uses_fr_options(self) -> bool {
-        self.lpips_net().is_none()
+        matches!(
+            self,
+            Self::Psnr | Self::Ssim | Self::PsnrPyiqa | Self::SsimPyiqa
+        )
+    }
+
+    /// Whether the metric compares with a reference (all but CLIP-IQA).
+    pub fn needs_reference(self) -> bool {
+        self != Self::ClipIqa
     }
 }
 

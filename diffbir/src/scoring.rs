@@ -1,4 +1,5 @@
-//! The metrics' networks loaded from the official files: [`lpips_files`] names them, and with
+//! The metrics' networks loaded from the official files: [`lpips_files`] and
+//! [`clip_iqa_files`] name them, and with
 //! the `download` feature [`scorer`] finds or downloads what the chosen metrics need through
 //! the hub and builds a [`Scorer`].
 
@@ -6,7 +7,11 @@
 use burn::tensor::Device;
 #[cfg(feature = "download")]
 use diffbir_core::Checkpoint;
+#[cfg(feature = "download")]
+use diffbir_ldm::clip::ClipTokenizer;
 use diffbir_metrics::LpipsNet;
+#[cfg(feature = "download")]
+use diffbir_metrics::clip_iqa::ClipIqa;
 #[cfg(feature = "download")]
 use diffbir_metrics::{FrOptions, Lpips, Metric, Scorer};
 
@@ -42,6 +47,27 @@ pub fn load_lpips(
     Ok(Lpips::from_checkpoints(net, &trunk, &heads, device)?)
 }
 
+/// The registry's files of CLIP-IQA: OpenAI's CLIP RN50 and CLIP's BPE merges.
+pub fn clip_iqa_files() -> [&'static ModelFile; 2] {
+    // Names of this build's own registry (tested below), not of the caller's input.
+    ["clip-rn50", "clip-bpe"]
+        .map(|name| find_file(name).expect("the registry lists CLIP-IQA's files"))
+}
+
+#[cfg(feature = "download")]
+/// Loads CLIP-IQA from its official files (found in the hub's weights folders or cache,
+/// downloaded otherwise).
+pub fn load_clip_iqa(
+    hub: &Hub,
+    observer: &mut impl DownloadObserver,
+    device: &Device,
+) -> Result<ClipIqa> {
+    let [model, bpe] = clip_iqa_files();
+    let checkpoint = Checkpoint::open(hub.fetch_file(model, observer)?)?;
+    let tokenizer = ClipTokenizer::from_file(hub.fetch_file(bpe, observer)?)?;
+    Ok(ClipIqa::load(&checkpoint, &tokenizer, device)?)
+}
+
 #[cfg(feature = "download")]
 /// A scorer of `metrics` with the networks they need loaded through `hub`.
 pub fn scorer(
@@ -55,6 +81,10 @@ pub fn scorer(
     for net in scorer.missing_networks() {
         let model = load_lpips(hub, net, observer, device)?;
         scorer = scorer.with_lpips(net, model);
+    }
+    if scorer.needs_clip_iqa() {
+        let model = load_clip_iqa(hub, observer, device)?;
+        scorer = scorer.with_clip_iqa(model);
     }
     Ok(scorer)
 }

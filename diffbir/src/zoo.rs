@@ -10,6 +10,7 @@ use diffbir_controlnet::{CONTROLNET_KEYS, ControlNetConfig};
 use diffbir_core::{Checkpoint, Error, KeyMap, LoadReport, Result, apply_checkpoint};
 use diffbir_face::{PARSENET_KEYS, ParseNetConfig, RETINAFACE_KEYS, RetinaFaceConfig};
 use diffbir_ldm::sd::StableDiffusionConfig;
+use diffbir_metrics::clip_iqa::{CLIP_IQA_KEYS, ClipIqaConfig};
 use diffbir_metrics::{LPIPS_LIN_KEYS, LPIPS_TRUNK_KEYS, LpipsConfig, LpipsNet};
 use diffbir_rm::rrdbnet::BSRNET_KEYS;
 use diffbir_rm::scunet::SCUNET_KEYS;
@@ -153,6 +154,11 @@ const MODELS: &[ModelEntry] = &[
         name: "lpips-vgg",
         description: "the heads of metric lpips-vgg: LPIPS v0.1 on VGG16 (LPIPS_v0.1_vgg-a78928a0.pth)",
         apply: |c, d| lpips_lin(c, d, LpipsNet::Vgg),
+    },
+    ModelEntry {
+        name: "clip-rn50",
+        description: "the model of metric clipiqa: OpenAI's CLIP RN50 (open_clip_model.safetensors)",
+        apply: |c, d| apply_checkpoint(&mut ClipIqaConfig::rn50().init(d), c, &CLIP_IQA_KEYS),
     },
 ];
 

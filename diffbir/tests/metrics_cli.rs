@@ -12,6 +12,9 @@ mod tiny;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use diffbir::core::Checkpoint;
+use diffbir::ldm::clip::ClipTokenizer;
+use diffbir::metrics::clip_iqa::ClipIqa;
 use diffbir::metrics::{FrOptions, MetricImage, psnr, ssim};
 use image::codecs::jpeg::JpegEncoder;
 use serde_json::Value;
@@ -290,4 +293,68 @@ fn crops_and_sizes_the_metrics_cannot_use_are_refused() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("none: no such folder"), "{stderr}");
+}
+
+#[test]
+fn clipiqa_scores_images_without_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, restored) = folders(dir.path());
+    // The tiny CLIP of the metric cases under the official file name, and CLIP's merges.
+    let weights = dir.path().join("weights");
+    fs::create_dir_all(&weights).unwrap();
+    fs::copy(
+        fixtures::repo_fixtures("metrics").join("clipiqa_tiny.weights.safetensors"),
+        weights.join("open_clip_model.safetensors"),
+    )
+    .unwrap();
+    fs::copy(
+        fixtures::fixtures().join("bpe_simple_vocab_16e6.txt.gz"),
+        weights.join("bpe_simple_vocab_16e6.txt.gz"),
+    )
+    .unwrap();
+    let (out, stdout, stderr) = diffbir(&[
+        "metrics",
+        "--restored",
+        path(&restored),
+        "--metric",
+        "clipiqa",
+        "--weights-dir",
+        path(&weights),
+        "--offline",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{stderr}");
+    let rows: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4, "{stdout}");
+    let device = burn::tensor::Device::flex();
+    let model = ClipIqa::load(
+        &Checkpoint::open(weights.join("open_clip_model.safetensors")).unwrap(),
+        &ClipTokenizer::from_file(weights.join("bpe_simple_vocab_16e6.txt.gz")).unwrap(),
+        &device,
+    )
+    .unwrap();
+    for row in &rows[..3] {
+        let image = MetricImage::open(restored.join(row["file"].as_str().unwrap())).unwrap();
+        let score = model.forward(image.to_tensor(&device)).into_data();
+        let score = f64::from(score.try_to_vec::<f32>().unwrap()[0]);
+        assert!((0.0..=1.0).contains(&score), "{row}");
+        assert_same(&row["clipiqa"], score);
+    }
+
+    // A full-reference metric without references is refused, naming it.
+    let (out, _, stderr) = diffbir(&[
+        "metrics",
+        "--restored",
+        path(&restored),
+        "--metric",
+        "clipiqa,psnr",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("reference images: psnr") && stderr.contains("--reference DIR"),
+        "{stderr}"
+    );
 }

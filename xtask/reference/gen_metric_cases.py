@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Metric reference cases: runs BasicSR's and pyiqa's PSNR/SSIM, and LPIPS.
+"""Metric reference cases: runs BasicSR's and pyiqa's PSNR/SSIM, LPIPS and pyiqa's CLIP-IQA.
 
 What it produces
 ----------------
@@ -17,6 +17,9 @@ Cases for `cargo xtask parity` in the fixture format of the public golden set (`
   trunk (torchvision's `alexnet().features` / `vgg16().features` layer for layer, fewer
   channels) and random linear heads; the trunk is written with `torch.save` (zip container,
   torchvision's key names) and the heads with the legacy container of `weights/v0.1/*.pth`.
+* `clipiqa_forward`: pyiqa's `clipiqa` metric (`pyiqa/archs/clipiqa_arch.py` on
+  `pyiqa/archs/clip_model.py`) with a tiny random OpenAI CLIP (ModifiedResNet image tower) in
+  place of RN50.
 
 Random weights are drawn with each case's seed, the crc32 of its name (the image pairs of the
 PSNR/SSIM cases with that of `fr_pairs`, so all of them share the pairs).
@@ -26,14 +29,14 @@ Pinned reference
 XPixelGroup/BasicSR at BASICSR_COMMIT (its metric files are imported by path from the folder
 given with `--basicsr`), chaofengc/IQA-PyTorch (pyiqa) at PYIQA_COMMIT (`--pyiqa`), lpips 0.1.4
 (the PyPI package, or the folder given with `--lpips`: a checkout of richzhang/PerceptualSimilarity
-at tag v0.1.4) and the
+at tag v0.1.4), openai-clip 1.0.1 (the `clip` package pyiqa imports for its tokenizer) and the
 PyPI packages pinned in `requirements-metrics.txt`. Nothing of any of them is copied here.
 
 How to run
 ----------
     python3 -m venv /tmp/venv-metrics
     /tmp/venv-metrics/bin/pip install -r xtask/reference/requirements-metrics.txt
-    /tmp/venv-metrics/bin/pip install --no-deps lpips==0.1.4
+    /tmp/venv-metrics/bin/pip install --no-deps lpips==0.1.4 openai-clip==1.0.1
     /tmp/venv-metrics/bin/python xtask/reference/gen_metric_cases.py \
         --basicsr /tmp/basicsr-src --pyiqa /tmp/pyiqa-src \
         --images ../shared/images --out testing/fixtures/metrics
@@ -72,6 +75,7 @@ PYIQA_COMMIT = "01ae427f9afd66842031d3a7cb694dcad5b5cbb8"
 LPIPS_REPO = "richzhang/PerceptualSimilarity"
 LPIPS_VERSION = "0.1.4"
 LPIPS_COMMIT = "3767a70e437c4020decf5888a83f438d2726a10f"  # tag v0.1.4
+OPENAI_CLIP_VERSION = "1.0.1"
 GENERATOR = "xtask/reference/gen_metric_cases.py"
 
 FLOAT_TOL = {"rtol": 1e-4, "atol": 1e-5, "comment": "float32 forward pass"}
@@ -177,6 +181,24 @@ class Pyiqa:
         opts.update(kwargs)
         cls = {"PSNR": self.psnr.PSNR, "SSIM": self.ssim.SSIM}[opts.pop("type")]
         return cls(**opts).eval(), opts
+
+    def clipiqa(self):
+        """pyiqa's clipiqa_arch with its imports: `clip` is openai-clip (its tokenizer), which
+        imports `pkg_resources` for a version check; setuptools >= 81 has none, so
+        `pkg_resources.packaging` is stubbed with `packaging`."""
+        if "pkg_resources" not in sys.modules:
+            import packaging.version
+
+            module_stub("pkg_resources", packaging=packaging)
+        module_stub(
+            "pyiqa.archs.arch_util",
+            load_file_from_url=None,
+            load_pretrained_network=None,
+            get_url_from_name=lambda name, *a, **k: name,
+        )
+        clip_model = importlib.import_module("pyiqa.archs.clip_model")
+        arch = importlib.import_module("pyiqa.archs.clipiqa_arch")
+        return arch, clip_model
 
 
 def import_lpips(folder: Path | None):
@@ -295,7 +317,7 @@ class Writer:
             "cases": self.cases,
             "weight_files": self.weight_files,
             "reference": {
-                "implementation": "image-quality metrics: BasicSR's PSNR/SSIM, pyiqa's PSNR/SSIM, "
+                "implementation": "image-quality metrics: BasicSR's PSNR/SSIM, pyiqa's PSNR/SSIM and CLIP-IQA, "
                 "LPIPS v0.1",
                 "repositories": {
                     "basicsr": {"repository": BASICSR_REPO, "reference_commit": BASICSR_COMMIT},
@@ -804,6 +826,197 @@ def case_lpips(w: Writer, lpips, images: Path, net: str) -> None:
     )
 
 
+# --------------------------------------------------------------------------------------------
+# CLIP-IQA
+
+CLIP_TINY = {
+    "embed_dim": 32,
+    "image_resolution": 64,
+    "vision_layers": [1, 1, 1, 1],
+    "vision_width": 8,
+    "vision_patch_size": None,
+    "context_length": 77,
+    "vocab_size": 49408,
+    "transformer_width": 16,
+    "transformer_heads": 2,
+    "transformer_layers": 2,
+}
+
+
+CLIP_CALIBRATION = [("1.jpg", (100, 50, 64, 64)), ("2.jpg", (120, 40, 64, 64)), ("4.jpg", (80, 60, 64, 64)),
+                    ("11.jpg", (150, 150, 64, 64)), ("15.jpg", (90, 90, 64, 64)), ("24.jpg", (40, 50, 64, 64))]
+
+
+def tiny_clip(clip_model, calibration: torch.Tensor):
+    """clip_model.CLIP at the CLIP_TINY sizes, every parameter drawn at random, taken through
+    what `load` does to a state-dict checkpoint on CPU (convert_weights to float16, float());
+    the image tower's batch-norm statistics are then those of `calibration` (a batch of
+    normalised real-photo crops), so that the features depend on the image rather than on the
+    random statistics."""
+    c = dict(CLIP_TINY)
+    c["vision_layers"] = tuple(c["vision_layers"])
+    model = clip_model.CLIP(**c)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.6, 1.4)
+                m.bias.normal_(0.0, 0.1)
+            elif isinstance(m, torch.nn.LayerNorm):
+                m.weight.uniform_(0.8, 1.2)
+                m.bias.normal_(0.0, 0.05)
+            elif isinstance(m, torch.nn.MultiheadAttention):
+                m.in_proj_bias.normal_(0.0, 0.05)
+                m.out_proj.bias.normal_(0.0, 0.05)
+            elif isinstance(m, torch.nn.Linear) and m.bias is not None:
+                m.bias.normal_(0.0, 0.05)
+    clip_model.convert_weights(model)
+    model.float()
+    # The token embedding (49408 rows, most of the file) is stored in float16 to keep the
+    # case small; its values are rounded to float16 here so the reference runs on the same.
+    with torch.no_grad():
+        model.token_embedding.weight.copy_(model.token_embedding.weight.half().float())
+    norms = [m for m in model.visual.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    with torch.no_grad():
+        model.visual.train()(calibration)
+    for m in norms:
+        m.momentum = 0.1
+    return model.eval()
+
+
+def case_clipiqa(w: Writer, pq, images: Path) -> None:
+    name = "clipiqa_tiny"
+    seed_all(name)
+    arch, clip_model = pq.clipiqa()
+    import clip
+
+    mean = torch.tensor(arch.OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(arch.OPENAI_CLIP_STD).view(1, 3, 1, 1)
+    calibration = torch.cat([as_pyiqa(crop(images, f, box)) for f, box in CLIP_CALIBRATION])
+    model = tiny_clip(clip_model, (calibration - mean) / std)
+    original = arch.load
+    arch.load = lambda backbone, device: model
+    try:
+        metric = arch.CLIPIQA(model_type="clipiqa", backbone="RN50", pretrained=True, pos_embedding=False).eval()
+    finally:
+        arch.load = original
+    opts = dict(pq.configs["clipiqa"]["metric_opts"])
+    assert opts == {"type": "CLIPIQA"}, opts
+    weights = f"{name}.weights.safetensors"
+    state = dict(model.state_dict())
+    state["token_embedding.weight"] = state["token_embedding.weight"].half()
+    w.weights(weights, state, name, "pyiqa.archs.clip_model.CLIP", CLIP_TINY,
+              "safetensors, float32 (token_embedding.weight float16, int64 num_batches_tracked), "
+              "OpenAI CLIP key names")
+
+    recorded = {}
+    enc_image, enc_text = model.encode_image, model.encode_text
+    model.encode_image = lambda image, pos: recorded.setdefault("image", enc_image(image, pos))
+    model.encode_text = lambda text: recorded.setdefault("text", enc_text(text))
+    crops = [crop(images, "14.jpg", (100, 60, 64, 64)), crop(images, "29.jpg", (70, 40, 80, 48))]
+    tensors = {"input.tokens": metric.prompt_pairs.to(torch.int64)}
+    in64 = {}
+
+    def run(x: torch.Tensor, i: int, out: dict) -> None:
+        recorded.clear()
+        score = metric(x)  # CLIPIQA.forward casts the CLIP model to x's dtype
+        image = recorded["image"] / recorded["image"].norm(dim=-1, keepdim=True)
+        text = recorded["text"] / recorded["text"].norm(dim=-1, keepdim=True)
+        out[f"output.{i}.score"] = score
+        out[f"output.{i}.image_features"] = image
+        out[f"output.{i}.logits"] = model.logit_scale.exp() * image @ text.t()
+        out["output.text_features"] = text
+
+    with torch.no_grad():
+        for i, img in enumerate(crops):
+            x = as_pyiqa(img)
+            tensors[f"input.{i}.image"] = x
+            run(x, i, tensors)
+            ln_forward = clip_model.LayerNorm.forward  # it computes in float32 whatever the input
+            clip_model.LayerNorm.forward = torch.nn.LayerNorm.forward
+            try:
+                run(x.double(), i, in64)
+            finally:
+                clip_model.LayerNorm.forward = ln_forward
+                model.float()
+    model.encode_image, model.encode_text = enc_image, enc_text
+    prompts = ["Good image", "bad image", "Sharp image", "blurry image", "sharp edges", "blurry edges",
+               "High resolution image", "low resolution image", "Noise-free image", "noisy image"]
+    assert torch.equal(metric.prompt_pairs, clip.tokenize(prompts)), "the arch's prompts changed"
+    scores = [float(tensors[f"output.{i}.score"]) for i in range(len(crops))]
+    if not all(0.02 < s < 0.98 for s in scores):
+        sys.exit(f"{name}: saturated scores {scores}")
+    vision_heads = CLIP_TINY["vision_width"] * 32 // 64
+    w.case(
+        name,
+        {
+            "builder": "clipiqa_forward",
+            "summary": "pyiqa CLIP-IQA (metric `clipiqa`: RN50 backbone replaced by a tiny random ModifiedResNet "
+            "CLIP), prompt-pair ensemble, no positional embedding",
+            "reference_repo": PYIQA_REPO,
+            "reference_commit": PYIQA_COMMIT,
+            "module": "CLIPIQA",
+            "module_class": "pyiqa.archs.clipiqa_arch.CLIPIQA",
+            "config": {"model_type": "clipiqa", "backbone": "RN50 (replaced)", "pretrained": True,
+                       "pos_embedding": False},
+            "clip_config": {**CLIP_TINY, "vision_heads": vision_heads,
+                            "attnpool_embed_dim": CLIP_TINY["vision_width"] * 32,
+                            "attnpool_spacial_dim": CLIP_TINY["image_resolution"] // 32},
+            "pos_embedding": False,
+            "prompts": prompts,
+            "prompt_pairs": [[prompts[2 * k], prompts[2 * k + 1]] for k in range(5)],
+            "weights": [{"file": weights, "module_path": ""}],
+            "mode": "eval",
+            "call": "score = CLIPIQA(model_type='clipiqa', pos_embedding=False)(x), x float32 [1, 3, H, W] in [0, 1]",
+            "semantics": [
+                "x = (x - mean) / std with mean = (0.48145466, 0.4578275, 0.40821073), std = (0.26862954, "
+                "0.26130258, 0.27577711) as float32 tensors; no resize or crop: the image tower sees the image at "
+                "its own size.",
+                "Image tower (ModifiedResNet): stem conv1 (3x3 stride 2, pad 1) bn1 relu, conv2 (3x3) bn2 relu, "
+                "conv3 (3x3) bn3 relu, AvgPool2d(2); layer1..4 of Bottlenecks (1x1, 3x3, AvgPool2d(stride) when "
+                "stride > 1, 1x1 to 4x planes; downsample = AvgPool2d(stride), 1x1 conv, bn when stride > 1 or "
+                "the width changes; relu after the sum); batch norms use running statistics (eps 1e-5).",
+                "AttentionPool2d with pos_embedding=False: tokens = [mean over HW; the HW feature vectors] "
+                "((HW+1), N, C), NO positional embedding added (visual.attnpool.positional_embedding is unused), "
+                "multi-head attention (vision_heads heads) with q/k/v_proj and c_proj, output = token 0.",
+                "Text tower: token_embedding(tokens) + positional_embedding, `transformer_layers` residual blocks "
+                "(x + attn(ln_1(x)) with the causal mask, x + mlp(ln_2(x)), mlp = c_fc, QuickGELU x*sigmoid(1.702x), "
+                "c_proj), ln_final, the row at argmax(tokens) (the end-of-text token) @ text_projection.",
+                "Both feature sets are divided by their L2 norm; logits = exp(logit_scale) * img @ text.T "
+                "([N, 10]); probs = softmax over each consecutive pair (logits.reshape(N, 5, 2)); score = mean "
+                "over the 5 pairs of the first (positive) prompt's probability, shape [N, 1].",
+                "Tokens: openai-clip 1.0.1's clip.tokenize (the BPE of bpe_simple_vocab_16e6.txt.gz, context 77, "
+                "<|startoftext|> 49406, <|endoftext|> 49407, zero padding).",
+            ],
+            "inputs": {"input.tokens": "[10, 77] int64 clip.tokenize(prompts) (as the arch builds them)",
+                       "input.{i}.image": "float32 [1, 3, H, W] in [0, 1] (uint8 / 255 of a real-photo crop)"},
+            "outputs": {
+                "output.{i}.score": "[1, 1] CLIP-IQA score",
+                "output.{i}.image_features": "[1, embed_dim] image features divided by their norm",
+                "output.{i}.logits": "[1, 10] logit_scale.exp() * image_features @ text_features.T",
+                "output.text_features": "[10, embed_dim] text features of the prompts divided by their norm",
+            },
+            "notes": [
+                "The tiny CLIP is taken through load()'s path for a state-dict checkpoint: convert_weights "
+                "(conv/linear/attention weights and projections to float16), float(), eval(); so those weights are "
+                "float16-representable. The image tower's batch-norm running statistics are those of a batch of "
+                "six other real-photo crops (one train-mode pass), so that the features depend on the image. "
+                "logit_scale is CLIP's initial ln(1/0.07) (the released models have ln(100), which saturates "
+                "these random features' softmax).",
+                "The text tower's heads are set to 2 (build_model would derive width // 64 = 0 from a 16-wide "
+                "state dict); the image tower's heads are vision_width * 32 // 64, fixed by CLIP itself.",
+            ],
+            "cross_check": cross_check(tensors, in64, "the same call on float64 inputs (the arch casts the CLIP "
+                                       "model to the input's dtype), float64 throughout (clip_model.LayerNorm's "
+                                       "float32 cast bypassed for this run)"),
+            "tolerance": dict(FLOAT_TOL),
+        },
+        tensors,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--basicsr", type=Path, required=True, help="BasicSR checkout at the pinned commit")
@@ -823,6 +1036,7 @@ def main() -> None:
     fr_cases(w, bsr, pq, args.images)
     for net in LPIPS_NETS:
         case_lpips(w, lpips, args.images, net)
+    case_clipiqa(w, pq, args.images)
     w.index({
         "torch_version": torch.__version__.split("+")[0],
         "torchvision_version": torchvision.__version__.split("+")[0],
@@ -830,6 +1044,7 @@ def main() -> None:
         "opencv_version": cv2.__version__,
         "pillow_version": PIL.__version__,
         "lpips_version": LPIPS_VERSION,
+        "openai_clip_version": importlib.metadata.version("openai-clip"),
     })
 
 

@@ -56,6 +56,7 @@ impl Layout {
             | "LPIPS_v0.1_alex-df73285e.pth"
             | "LPIPS_v0.1_vgg-a78928a0.pth" => Self::StateDict,
             "detection_Resnet50_Final.pth" => Self::DataParallel,
+            "open_clip_model.safetensors" => Self::Safetensors,
             _ => return None,
         })
     }

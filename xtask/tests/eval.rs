@@ -34,7 +34,12 @@ fn args(dataset: &Path, out: &Path, weights: &Path) -> EvalArgs {
         size: 96,
         seed: 231,
         limit: None,
-        metric: vec!["psnr".into(), "ssim".into(), "lpips".into()],
+        metric: vec![
+            "psnr".into(),
+            "ssim".into(),
+            "lpips".into(),
+            "clipiqa".into(),
+        ],
         steps: Some(2),
         device: "cpu".into(),
         stop_after: None,
@@ -68,7 +73,7 @@ fn a_table_from_tiny_models_and_an_interrupted_run_resumes_to_the_same_scores() 
     assert_eq!((hq.width(), hq.height()), (96, 96));
     let csv = fs::read_to_string(whole.join("per_image.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "image,degradation,method,psnr,ssim,lpips");
+    assert_eq!(lines[0], "image,degradation,method,psnr,ssim,lpips,clipiqa");
     assert_eq!(lines.len(), 5, "{csv}");
     for line in &lines[1..] {
         let scores: Vec<f64> = line
@@ -86,6 +91,7 @@ fn a_table_from_tiny_models_and_an_interrupted_run_resumes_to_the_same_scores() 
         "| metric | Stage 1 (SwinIR) | DiffBIR v2.1 |",
         "| PSNR↑ |",
         "| LPIPS↓ |",
+        "| CLIPIQA↑ |",
         "**",
     ] {
         assert!(table.contains(expected), "missing `{expected}` in\n{table}");
@@ -141,7 +147,8 @@ fn bad_settings_are_refused_before_anything_is_written() {
 
 /// The official v2.1 weights on two 512² crops of real photos (minutes on a CPU). Needs the
 /// official files, LPIPS' included, in the folder named by `DIFFBIR_WEIGHTS_DIR` (a
-/// `diffbir download` cache: `diffbir download --version v2.1 --task sr alexnet lpips-alex`).
+/// `diffbir download` cache: `diffbir download --version v2.1 --task sr alexnet lpips-alex
+/// clip-rn50`).
 #[test]
 #[ignore = "needs the official weights in DIFFBIR_WEIGHTS_DIR; minutes on a CPU"]
 fn official_weights_give_a_table_with_plausible_scores() {

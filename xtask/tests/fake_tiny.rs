@@ -9,6 +9,8 @@ use diffbir::core::Checkpoint;
 use diffbir::core::NoiseSource;
 use diffbir::face::{Backbone, RetinaFaceConfig};
 use diffbir::image::{DynamicImage, Rgb, RgbImage};
+use diffbir::ldm::clip::ClipTokenizer;
+use diffbir::metrics::clip_iqa::ClipIqa;
 use diffbir::metrics::{Lpips, LpipsNet, MetricImage};
 use diffbir::pipeline::{ModelConfigs, Pipeline, PipelineConfig, Task, Version, WeightFiles};
 use diffbir::sampler::{SamplerConfig, SamplerKind, SamplerOptions};
@@ -97,4 +99,16 @@ fn the_tiny_folder_loads_every_task_of_every_release_and_restores_with_each_stag
         let d = d.to_data().try_to_vec::<f32>().unwrap();
         assert!(d[0].is_finite() && d[0] != 0.0, "{net}: {d:?}");
     }
+    // CLIP-IQA's CLIP too, its shapes read from the file, with the folder's BPE merges.
+    let [clip, bpe] = diffbir::scoring::clip_iqa_files().map(|f| dir.join(f.file_name));
+    let tokenizer = ClipTokenizer::from_file(&bpe).unwrap();
+    let model = ClipIqa::load(
+        &Checkpoint::open(&clip).unwrap(),
+        &tokenizer,
+        &Device::flex(),
+    )
+    .unwrap();
+    let score = model.forward(MetricImage::from_dynamic(&ramp()).to_tensor(&Device::flex()));
+    let score = score.to_data().try_to_vec::<f32>().unwrap();
+    assert!((0.0..=1.0).contains(&score[0]), "{score:?}");
 }

@@ -20,6 +20,17 @@ pub enum ClipLayer {
     Penultimate,
 }
 
+/// The activation of the transformer's MLPs ([`ClipTextEncoder::with_activation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClipActivation {
+    /// The exact (erf) GELU of OpenCLIP's models (Stable Diffusion 2.x).
+    #[default]
+    Gelu,
+    /// `x·σ(1.702·x)`, the GELU approximation of OpenAI's CLIP models (`QuickGELU`).
+    QuickGelu,
+}
+
 impl ClipLayer {
     /// How many blocks at the end of the tower are skipped (`layer_idx` in the original).
     pub fn skipped_blocks(self) -> usize {

@@ -25,7 +25,7 @@ pub mod keys;
 mod text_encoder;
 mod tokenizer;
 
-pub use config::{ClipLayer, ClipTextConfig};
+pub use config::{ClipActivation, ClipLayer, ClipTextConfig};
 pub use keys::{CLIP_CONTROL_LDM_KEYS, CLIP_EMBEDDER_KEYS, CLIP_SD21_KEYS};
 pub use text_encoder::{
     ClipTextEncoder, Mlp, MultiheadAttention, ResidualAttentionBlock, Transformer,

@@ -4,12 +4,12 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, LinearConfig};
-use burn::tensor::activation::gelu;
+use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 use diffbir_core::kernels::{Linear, attention, linear};
 
-use super::config::{ClipLayer, ClipTextConfig};
+use super::config::{ClipActivation, ClipLayer, ClipTextConfig};
 use super::tokenizer::ClipTokenizer;
 
 /// `nn.MultiheadAttention` as OpenCLIP uses it: one fused input projection producing
@@ -66,15 +66,23 @@ pub struct Mlp {
     pub c_fc: Linear,
     /// `mlp.c_proj`: `mlp_width → width`.
     pub c_proj: Linear,
+    /// The activation between them.
+    #[module(skip)]
+    pub activation: ClipActivation,
 }
 
 impl Mlp {
-    /// `c_proj(GELU(c_fc(x)))` with the exact (erf) GELU, not QuickGELU.
+    /// `c_proj(act(c_fc(x)))`: the exact (erf) GELU of OpenCLIP, or OpenAI's QuickGELU.
     ///
     /// # Shapes
     /// - `x`: `[batch, tokens, width]`; returns `[batch, tokens, width]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.c_proj.forward(gelu(self.c_fc.forward(x)))
+        let x = self.c_fc.forward(x);
+        let x = match self.activation {
+            ClipActivation::Gelu => gelu(x),
+            ClipActivation::QuickGelu => x.clone() * sigmoid(x * 1.702),
+        };
+        self.c_proj.forward(x)
     }
 }
 
@@ -164,6 +172,7 @@ impl ClipTextEncoder {
                     c_proj: LinearConfig::new(config.mlp_width(), width)
                         .init(device)
                         .into(),
+                    activation: ClipActivation::Gelu,
                 },
             })
             .collect();
@@ -189,6 +198,15 @@ impl ClipTextEncoder {
             context_length: config.context_length,
             blocks_run: config.blocks_run(),
         }
+    }
+
+    /// The encoder with another MLP activation: the exact GELU it is built with is OpenCLIP's
+    /// (Stable Diffusion 2.x); OpenAI's CLIP models use QuickGELU.
+    pub fn with_activation(mut self, activation: ClipActivation) -> Self {
+        for block in &mut self.transformer.resblocks {
+            block.mlp.activation = activation;
+        }
+        self
     }
 
     /// Number of token positions (77 for every released CLIP).
@@ -243,6 +261,22 @@ impl ClipTextEncoder {
             x = block.forward(x);
         }
         self.ln_final.forward(x)
+    }
+
+    /// CLIP's pooled text features (`CLIP.encode_text`): [`forward`](Self::forward)'s output
+    /// at each sequence's end-of-text token (its largest id), projected by `text_projection`.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, tokens]`, as for [`forward`](Self::forward)
+    /// - returns `[batch, embed_dim]`
+    pub fn pooled(&self, tokens: Tensor<2, Int>) -> Tensor<2> {
+        let [b, _] = tokens.dims();
+        let x = self.forward(tokens.clone());
+        let [_, _, width] = x.dims();
+        let end = tokens.argmax(1).reshape([b, 1, 1]).expand([b, 1, width]);
+        x.gather(1, end)
+            .reshape([b, width])
+            .matmul(self.text_projection.val())
     }
 
     /// Tokenizes `prompts` to the context length and encodes them

@@ -26,11 +26,12 @@ pub struct MetricsArgs {
     restored: PathBuf,
     /// The folder of reference (ground-truth) images. Files pair by name whatever their
     /// extension (`3.png` with `3.jpg`); a restored `NAME_i` (the samples `restore` writes)
-    /// pairs with `NAME`.
+    /// pairs with `NAME`. Needed by every metric but clipiqa.
     #[arg(long, value_name = "DIR")]
-    reference: PathBuf,
+    reference: Option<PathBuf>,
     /// The metrics, comma-separated: psnr and ssim (BasicSR's), psnr-pyiqa and ssim-pyiqa
-    /// (pyiqa's), lpips (AlexNet) and lpips-vgg. LPIPS downloads its official weights once.
+    /// (pyiqa's), lpips (AlexNet) and lpips-vgg, and clipiqa (no reference). LPIPS and
+    /// CLIP-IQA download their official weights once.
     #[arg(
         long = "metric",
         value_name = "METRIC",
@@ -67,46 +68,55 @@ pub struct MetricsArgs {
 }
 
 /// A pair that can be scored, its images decoded.
-struct Loaded<'a> {
-    pair: &'a Pair,
+struct Loaded {
     restored: MetricImage,
-    reference: MetricImage,
+    reference: Option<MetricImage>,
 }
 
 /// Decodes a pair and checks that every metric can score it.
-fn load<'a>(pair: &'a Pair, scorer: &Scorer) -> Result<Loaded<'a>> {
-    let reference = pair.reference.as_ref().context("no reference")?;
+fn load(pair: &Pair, scorer: &Scorer) -> Result<Loaded> {
     let restored = MetricImage::open(&pair.restored)?;
-    let reference_image = MetricImage::open(reference)?;
+    let reference = pair.reference.as_ref().map(MetricImage::open).transpose()?;
     scorer
-        .check(&restored, &reference_image)
+        .check(&restored, reference.as_ref())
         .with_context(|| pair.name.clone())?;
     Ok(Loaded {
-        pair,
         restored,
-        reference: reference_image,
+        reference,
     })
 }
 
 /// Runs `diffbir metrics`.
 pub fn metrics(args: &MetricsArgs) -> Result<ExitCode> {
-    for (what, dir) in [
-        ("--restored", &args.restored),
-        ("--reference", &args.reference),
-    ] {
-        if !dir.is_dir() {
-            bail!("{what} {}: no such folder", dir.display());
-        }
-    }
     let options = FrOptions {
         crop_border: args.crop_border,
         y_channel: args.y_channel,
     };
-    let pairing = pair_folders(&args.restored, Some(&args.reference))?;
-    let mut problems: Vec<String> = pairing.problems.iter().map(ToString::to_string).collect();
-    // Every pair is decoded and checked before any network is loaded or any score computed,
-    // so that one run reports every bad pair at once.
     let checker = Scorer::new(&args.metrics, options, &args.device.device()?);
+    if args.reference.is_none() && checker.needs_reference() {
+        let full: Vec<&str> = checker
+            .metrics()
+            .iter()
+            .filter(|m| m.needs_reference())
+            .map(|m| m.name())
+            .collect();
+        bail!(
+            "these metrics compare with reference images: {}; give them with --reference DIR \
+             (only clipiqa scores without)",
+            full.join(", ")
+        );
+    }
+    let folders = std::iter::once(("--restored", &args.restored))
+        .chain(args.reference.iter().map(|r| ("--reference", r)));
+    for (what, dir) in folders {
+        if !dir.is_dir() {
+            bail!("{what} {}: no such folder", dir.display());
+        }
+    }
+    let pairing = pair_folders(&args.restored, args.reference.as_deref())?;
+    let mut problems: Vec<String> = pairing.problems.iter().map(ToString::to_string).collect();
+    // Every image is decoded and checked before any network is loaded or any score computed,
+    // so that one run reports every bad pair at once.
     let mut good = Vec::new();
     for pair in &pairing.pairs {
         match load(pair, &checker) {
@@ -116,11 +126,10 @@ pub fn metrics(args: &MetricsArgs) -> Result<ExitCode> {
     }
     if !problems.is_empty() && !args.skip_bad {
         bail!(
-            "{} problem(s) with the pairs of {} and {}; fix them or pass --skip-bad to score \
-             the rest:\n  {}",
+            "{} problem(s) with the images of {}; fix them or pass --skip-bad to score the \
+             rest:\n  {}",
             problems.len(),
             args.restored.display(),
-            args.reference.display(),
             problems.join("\n  ")
         );
     }
@@ -128,11 +137,7 @@ pub fn metrics(args: &MetricsArgs) -> Result<ExitCode> {
         eprintln!("skipped: {p}");
     }
     if good.is_empty() {
-        bail!(
-            "no pair of images to score in {} and {}",
-            args.restored.display(),
-            args.reference.display()
-        );
+        bail!("no image to score in {}", args.restored.display());
     }
 
     let device = args.device.device()?;
@@ -157,10 +162,10 @@ pub fn metrics(args: &MetricsArgs) -> Result<ExitCode> {
     for pair in good {
         let loaded = load(pair, &scorer)?;
         let scores = scorer
-            .score(&loaded.restored, &loaded.reference)
-            .with_context(|| loaded.pair.name.clone())?;
+            .score(&loaded.restored, loaded.reference.as_ref())
+            .with_context(|| pair.name.clone())?;
         let row = Row {
-            file: loaded.pair.name.clone(),
+            file: pair.name.clone(),
             scores,
         };
         if args.json {

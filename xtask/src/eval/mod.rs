@@ -23,6 +23,8 @@ use diffbir::core::image::quantize_u8;
 use diffbir::core::resize::pil_resize_bicubic;
 use diffbir::core::{Checkpoint, NoiseSource};
 use diffbir::image::{DynamicImage, RgbImage};
+use diffbir::ldm::clip::ClipTokenizer;
+use diffbir::metrics::clip_iqa::ClipIqa;
 use diffbir::metrics::pairs::IMAGE_EXTENSIONS;
 use diffbir::metrics::{FrOptions, Lpips, Metric, MetricImage, Scorer};
 use diffbir::pipeline::{ModelConfigs, Pipeline, PipelineConfig, Task, Version, WeightFiles};
@@ -69,7 +71,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Metrics, comma-separated (see `diffbir metrics`).
-    #[arg(long, value_delimiter = ',', default_value = "psnr,ssim,lpips")]
+    #[arg(long, value_delimiter = ',', default_value = "psnr,ssim,lpips,clipiqa")]
     pub metric: Vec<String>,
     /// Sampler steps (default: the release's).
     #[arg(long)]
@@ -172,7 +174,7 @@ fn pipeline(args: &EvalArgs, task: Task, version: Version, device: &Device) -> R
     Ok(Pipeline::load(config, &files, device)?)
 }
 
-/// The scorer, with the LPIPS networks from the weights folder.
+/// The scorer, with the LPIPS and CLIP-IQA networks from the weights folder.
 fn scorer(args: &EvalArgs, metrics: &[Metric], device: &Device) -> Result<Scorer> {
     let mut scorer = Scorer::new(metrics, FrOptions::default(), device);
     for net in scorer.missing_networks() {
@@ -180,6 +182,13 @@ fn scorer(args: &EvalArgs, metrics: &[Metric], device: &Device) -> Result<Scorer
             .map(|f| Checkpoint::open(args.weights_dir.join(f.file_name)));
         let model = Lpips::from_checkpoints(net, &trunk?, &heads?, device)?;
         scorer = scorer.with_lpips(net, model);
+    }
+    if scorer.needs_clip_iqa() {
+        let [clip, bpe] =
+            diffbir::scoring::clip_iqa_files().map(|f| args.weights_dir.join(f.file_name));
+        let tokenizer = ClipTokenizer::from_file(&bpe)?;
+        let model = ClipIqa::load(&Checkpoint::open(&clip)?, &tokenizer, device)?;
+        scorer = scorer.with_clip_iqa(model);
     }
     Ok(scorer)
 }
@@ -295,7 +304,7 @@ pub fn main(args: EvalArgs) -> Result<ExitCode> {
             for ((method, _), image) in methods.iter().zip([stage1, diffbir]) {
                 let scores = scorer.score(
                     &MetricImage::from_dynamic(&DynamicImage::ImageRgb8(image.clone())),
-                    &reference,
+                    Some(&reference),
                 )?;
                 save(
                     &args

@@ -27,10 +27,11 @@ use diffbir::ldm::sd::StableDiffusionConfig;
 use diffbir::ldm::unet::SD_UNET_KEYS;
 use diffbir::ldm::vae::SD_VAE_KEYS;
 use diffbir::ldm::{UnetConfig, VaeConfig};
+use diffbir::metrics::clip_iqa::{CLIP_IQA_KEYS, ClipIqaConfig};
 use diffbir::metrics::{LPIPS_LIN_KEYS, LPIPS_TRUNK_KEYS, LpipsConfig, LpipsNet};
 use diffbir::pipeline::{ModelConfigs, PipelineConfig, Task, Version};
 use diffbir::rm::{RrdbNetConfig, ScuNetConfig, Stage1Config, SwinIrConfig};
-use diffbir::scoring::lpips_files;
+use diffbir::scoring::{clip_iqa_files, lpips_files};
 use diffbir_train::state::official_tensors;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -96,6 +97,8 @@ pub enum Content {
     LpipsTrunk(LpipsNet),
     /// The linear heads of an LPIPS network.
     LpipsHeads(LpipsNet),
+    /// OpenAI's CLIP (CLIP-IQA's model).
+    Clip,
 }
 
 impl fmt::Display for Content {
@@ -109,6 +112,7 @@ impl fmt::Display for Content {
             Self::Parser => f.write_str("ParseNet"),
             Self::LpipsTrunk(net) => write!(f, "LPIPS trunk, {net}"),
             Self::LpipsHeads(net) => write!(f, "LPIPS heads, {net}"),
+            Self::Clip => f.write_str("CLIP (CLIP-IQA)"),
         }
     }
 }
@@ -184,6 +188,9 @@ pub fn official_files() -> Result<Vec<OfficialFile>> {
         add(trunk, Content::LpipsTrunk(net))?;
         add(heads, Content::LpipsHeads(net))?;
     }
+    let [clip, bpe] = clip_iqa_files();
+    add(clip, Content::Clip)?;
+    add(bpe, Content::BpeMerges)?;
     Ok(all)
 }
 
@@ -338,6 +345,15 @@ fn tensors(content: Content, device: &Device) -> Result<Vec<NamedTensor>> {
         Content::LpipsHeads(net) => {
             official(&LpipsConfig::tiny(net).init(device).lin, &LPIPS_LIN_KEYS)?
         }
+        Content::Clip => {
+            let mut all = official(&ClipIqaConfig::tiny().init(device), &CLIP_IQA_KEYS)?;
+            // `logit_scale` is a 0-d tensor, which no module holds: CLIP's released ln(100).
+            all.push((
+                "logit_scale".into(),
+                TensorData::new(vec![100f32.ln()], Vec::<usize>::new()),
+            ));
+            all
+        }
         Content::BpeMerges => bail!("the BPE merges are no checkpoint"),
     })
 }
@@ -386,6 +402,14 @@ mod tests {
             }
         }
         names.extend(Backbone::ALL.map(detector_file_name));
+        // The metrics' networks.
+        names.extend(
+            LpipsNet::ALL
+                .into_iter()
+                .flat_map(lpips_files)
+                .map(|f| f.file_name),
+        );
+        names.push(clip_iqa_files()[0].file_name);
         for name in &names {
             find_file(name).unwrap();
             assert!(Layout::of_official_file(name).is_some(), "{name}");

@@ -94,6 +94,7 @@ fn builder(name: &str) -> Option<Builder> {
         "face_paste_back" => face::paste_back,
         "metric_scores" => metrics::scores,
         "lpips_forward" => metrics::lpips,
+        "clipiqa_forward" => metrics::clipiqa,
         _ => return None,
     })
 }

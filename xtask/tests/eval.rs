@@ -142,6 +142,12 @@ fn bad_settings_are_refused_before_anything_is_written() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no-weights"), "{err}");
+    // Two images whose outputs would share a name.
+    fs::copy(data.join("6.jpg"), data.join("6.png")).unwrap();
+    let err = eval(args(&data, &out, &dir.path().join("no-weights")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("6.jpg") && err.contains("6.png"), "{err}");
     assert!(!out.join("eval.json").exists());
 }
 

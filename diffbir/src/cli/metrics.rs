@@ -60,7 +60,7 @@ pub struct MetricsArgs {
     /// of refusing the run when any pair is bad.
     #[arg(long)]
     skip_bad: bool,
-    /// Device for LPIPS (cpu, wgpu, vulkan, cuda or cuda:N).
+    /// Device for LPIPS and CLIP-IQA (cpu, wgpu, vulkan, cuda or cuda:N).
     #[arg(long, default_value = "cpu", value_parser = DeviceSpec::from_str)]
     device: DeviceSpec,
     #[command(flatten)]
@@ -151,7 +151,7 @@ pub fn metrics(args: &MetricsArgs) -> Result<ExitCode> {
     )?;
     let bar = ProgressBar::new(good.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} pairs {elapsed}")
+        ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} images {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message("scoring");

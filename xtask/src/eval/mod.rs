@@ -122,6 +122,17 @@ fn list_images(dir: &Path, limit: Option<usize>) -> Result<Vec<String>> {
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     names.sort();
+    // The outputs are named by stem: `a.png` and `a.jpg` would overwrite each other.
+    let mut by_stem = std::collections::HashMap::new();
+    for name in &names {
+        if let Some(other) = by_stem.insert(stem(name), name) {
+            bail!(
+                "{} holds both {other} and {name}: outputs are named by the file stem, so \
+                 rename one",
+                dir.display()
+            );
+        }
+    }
     if let Some(limit) = limit {
         names.truncate(limit);
     }
@@ -129,6 +140,14 @@ fn list_images(dir: &Path, limit: Option<usize>) -> Result<Vec<String>> {
         bail!("no images in {}", dir.display());
     }
     Ok(names)
+}
+
+/// The file name without its extension, which names every output of that image.
+fn stem(name: &str) -> String {
+    Path::new(name)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// A `[1, 3, H, W]` tensor in `[0, 1]` as an 8-bit image, quantised as restore saves it.
@@ -247,10 +266,7 @@ pub fn main(args: EvalArgs) -> Result<ExitCode> {
 
     let mut restored = 0;
     for name in &images {
-        let stem = Path::new(name)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let stem = stem(name);
         for &degradation in &degradations {
             let done = |rows: &[Row]| {
                 methods.iter().all(|(m, _)| {

@@ -4,7 +4,8 @@
 //! then measure with [`peak_during`]. It sees every tensor the flex backend allocates.
 //!
 //! A global allocator needs `unsafe`; the test files that include this one are the only
-//! places in the workspace that allow it.
+//! places in the workspace that allow it. Each test uses part of it.
+#![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
@@ -41,4 +42,15 @@ pub fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
     PEAK.store(base, Ordering::Relaxed);
     let out = f();
     (out, PEAK.load(Ordering::Relaxed) - base)
+}
+
+/// Bytes allocated now.
+pub fn current() -> usize {
+    CURRENT.load(Ordering::Relaxed)
+}
+
+/// The highest level since the last call (or [`peak_during`]'s start); the next call counts
+/// from the current level.
+pub fn take_peak() -> usize {
+    PEAK.swap(CURRENT.load(Ordering::Relaxed), Ordering::Relaxed)
 }

@@ -25,6 +25,23 @@ pub enum Error {
     #[cfg(feature = "train")]
     #[error(transparent)]
     Train(Box<diffbir_train::Error>),
+    /// No tiling fits the memory budget ([`crate::plan::Planner::plan`]); nothing was loaded.
+    #[error(
+        "no plan fits in {}: {stage} needs {} at least ({} of it the networks' weights); give \
+         a larger budget (--max-memory {}), a smaller image or upscale, or a lower precision",
+        crate::plan::bytes(*budget), crate::plan::bytes(*needed), crate::plan::bytes(*weights),
+        crate::plan::rounded_up(*needed)
+    )]
+    OutOfMemory {
+        /// The budget in bytes.
+        budget: u64,
+        /// The smallest budget that fits, in bytes.
+        needed: u64,
+        /// The bytes of the weights, part of every stage's need.
+        weights: u64,
+        /// The stage that needs it.
+        stage: String,
+    },
     /// The observer asked to stop ([`crate::Observer`]); nothing was returned for the image.
     #[error("the restoration was cancelled by its observer")]
     Cancelled,
@@ -41,7 +58,7 @@ impl Error {
             Self::Metrics(e) => e.fault(),
             #[cfg(feature = "train")]
             Self::Train(e) => e.fault(),
-            Self::Cancelled => Fault::Caller,
+            Self::Cancelled | Self::OutOfMemory { .. } => Fault::Caller,
         }
     }
 }

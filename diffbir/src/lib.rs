@@ -60,6 +60,7 @@ pub mod faces;
 mod images;
 mod observe;
 pub mod pipeline;
+pub mod plan;
 pub mod scoring;
 pub mod stage2;
 pub mod zoo;

@@ -360,6 +360,34 @@ impl Pipeline {
         })
     }
 
+    /// A pipeline over networks the caller built or loaded (`unaligned_face` needs its face
+    /// models: use [`Self::load`]). `config.models` must describe them; `config` is
+    /// validated.
+    pub fn from_networks(
+        config: PipelineConfig,
+        stage1: Stage1,
+        stage2: Stage2,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        if config.task == Task::UnalignedFace {
+            return Err(Error::Core(diffbir_core::Error::invalid(
+                "task",
+                "an unaligned_face pipeline needs its face models: load it with Pipeline::load",
+            )));
+        }
+        Ok(Self {
+            config,
+            networks: Arc::new(Networks {
+                stage1,
+                stage2,
+                faces: None,
+            }),
+            device: device.clone(),
+            seed: DEFAULT_SEED,
+        })
+    }
+
     /// A pipeline with other settings over the same loaded networks (nothing is loaded or
     /// copied): upscale, stage 2, tiling, colour fix, samples, faces. What the networks were
     /// loaded with cannot change: `config` must have this pipeline's task, version and

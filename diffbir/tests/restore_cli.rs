@@ -423,3 +423,42 @@ fn shards_split_a_folder_into_disjoint_parts_that_cover_it() {
         assert!(stderr.contains("--shard"), "{bad}: {stderr}");
     }
 }
+
+#[test]
+fn plan_prints_the_tiling_and_peaks_without_loading_and_a_small_budget_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // No weights: --plan must not need them.
+    let weights = dir.path().join("no-weights");
+    tiny::tiny_models_file(dir.path());
+    let inputs = tiny::rgb_rgba_gray_inputs(dir.path());
+    let output = dir.path().join("out");
+    let config = dir.path().join("tiny.json");
+    let run = |extra: &[&str]| {
+        let args = tiny::tiny_restore_args(&weights, &config, &inputs, &output, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        diffbir(&args)
+    };
+    let (code, stdout, stderr) = run(&["--plan", "--max-memory", "2GiB"]);
+    assert_eq!(code, 0, "{stderr}");
+    for stage in [
+        "stage 1",
+        "VAE encode",
+        "sampling",
+        "VAE decode",
+        "colour fix",
+    ] {
+        assert!(stdout.contains(stage), "{stdout}");
+    }
+    assert_eq!(stdout.matches("estimated peak").count(), 3, "{stdout}");
+    assert!(stdout.contains("budget 2.0 GiB"), "{stdout}");
+    assert!(!output.join("a_rgb.png").exists());
+
+    let (code, _, stderr) = run(&["--plan", "--max-memory", "1MiB"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no plan fits in 1.0 MiB"), "{stderr}");
+    assert!(stderr.contains("--max-memory"), "{stderr}");
+
+    let (code, _, stderr) = run(&["--plan", "--max-memory", "lots"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("lots"), "{stderr}");
+}

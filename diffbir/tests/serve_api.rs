@@ -569,3 +569,21 @@ fn a_failed_job_fails_alone_and_cors_answers_only_the_named_origin() {
     );
     assert_no_panic(&server);
 }
+
+#[test]
+fn a_job_no_tiling_fits_in_the_memory_budget_is_refused_with_the_budget_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&tiny_server_args(dir.path(), &["--max-memory", "1MiB"]));
+    let photo = photo();
+    let e = server
+        .post_parts(
+            "/v1/jobs",
+            &[("image", Some("a.png"), photo.as_slice())],
+            &[],
+        )
+        .error(413, "out_of_memory");
+    assert_eq!(e["field"], "image");
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains("--max-memory"), "{e}");
+    assert_no_panic(&server);
+}

@@ -27,7 +27,8 @@ pub enum PerLevel {
 }
 
 impl PerLevel {
-    pub(super) fn get(&self, level: usize) -> usize {
+    /// The value of `level`.
+    pub fn get(&self, level: usize) -> usize {
         match self {
             Self::All(n) => *n,
             Self::Each(v) => v[level],

@@ -12,6 +12,7 @@ use diffbir::face::{Backbone, FaceSelection, RetinaFaceConfig};
 use diffbir::faces::{FaceWeightFiles, face_files};
 use diffbir::hub::{ModelFile, release_files};
 use diffbir::pipeline::{ModelConfigs, PipelineConfig, Task, Version, WeightFiles};
+use diffbir::plan::Fixed;
 use diffbir::sampler::{
     GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig, SamplerConfig, SamplerKind,
     SamplerOptions, StartPoint,
@@ -250,6 +251,16 @@ pub struct RestoreOptions {
 }
 
 impl RestoreOptions {
+    /// The tiling the options set explicitly, which the memory planner keeps.
+    pub fn fixed_tiling(&self) -> Fixed {
+        Fixed {
+            stage1: self.cleaner_tiled,
+            vae_encoder: self.vae_encoder_tiled,
+            vae_decoder: self.vae_decoder_tiled,
+            diffusion: self.cldm_tiled,
+        }
+    }
+
     /// The `--g-*` settings, with the update rule of `version` (v2.1 uses v2's).
     fn guidance_config(&self, version: Version) -> RestorationGuidanceConfig {
         let (loss, space) = (self.g_loss, self.g_space);

@@ -7,10 +7,12 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
 use clap::Args;
 use diffbir::core::device::DeviceSpec;
 use diffbir::core::image::{ReadOptions, open_image, save_image};
 use diffbir::pipeline::{Pipeline, PipelineConfig, Task};
+use diffbir::plan::{Planner, available_memory};
 use diffbir::{Event, Observer, Part};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -45,10 +47,31 @@ pub struct RestoreArgs {
     /// The reference's training config of a custom model, which is not read here.
     #[arg(long, alias = "train_cfg", hide = true)]
     train_cfg: Option<PathBuf>,
+    /// Memory budget of one restoration (8GiB, 12 GB, 500MiB): stages that would not fit
+    /// untiled are tiled, and an image no tiling fits is refused before anything is loaded.
+    /// Default: the RAM available now on cpu; GPUs are planned only with this option. The
+    /// --*-tiled options given are kept as they are.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_memory: Option<u64>,
+    /// Print the plan of each input (the tiling and the estimated peak of every stage) and
+    /// exit without loading anything.
+    #[arg(long)]
+    plan: bool,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
     options: RestoreOptions,
+}
+
+/// A size in bytes with a unit (`8GiB`, `12 GB`, `500MiB`).
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = s
+        .parse()
+        .map_err(|e| format!("`{s}` is not a size such as 8GiB or 500MiB: {e}"))?;
+    match size.as_u64() {
+        0 => Err(format!("`{s}`: the budget must be more than 0 bytes")),
+        n => Ok(n),
+    }
 }
 
 impl RestoreArgs {
@@ -138,6 +161,8 @@ pub(crate) struct Job {
     pub(crate) source: PathBuf,
     pub(crate) image: image::DynamicImage,
     pub(crate) outputs: Vec<PathBuf>,
+    /// The memory planner's settings for this image.
+    pub(crate) config: Option<PipelineConfig>,
 }
 
 /// Draws one bar per image over the sampler steps.
@@ -210,6 +235,40 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
         bail!("no input image can be restored ({failed} failed)");
     }
 
+    let planner = planner(args, &config, &device)?;
+    if let Some(planner) = &planner {
+        let mut planned = Vec::new();
+        for mut job in jobs {
+            let (width, height) = (job.image.width(), job.image.height());
+            match planner.plan(&config, width, height) {
+                Ok(plan) => {
+                    if args.plan {
+                        println!("{}:\n{plan}\n", job.source.display());
+                    }
+                    job.config = Some(plan.into_config());
+                    planned.push(job);
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("error: {}: {e}", job.source.display());
+                }
+            }
+        }
+        jobs = planned;
+    } else if args.plan {
+        bail!(
+            "--plan needs a budget on {}: give --max-memory (a GPU's free memory is not known \
+             here)",
+            args.device
+        );
+    }
+    if args.plan {
+        return Ok(exit_code(failed));
+    }
+    if jobs.is_empty() {
+        bail!("no input image can be restored ({failed} failed)");
+    }
+
     let files = args.model.weight_files(&config)?;
     let pipeline = Pipeline::load(config, &files, &device)?.with_seed(args.options.seed);
     for job in &jobs {
@@ -221,8 +280,13 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
         let name = job.source.display().to_string();
         bar.set_message(name.clone());
         let mut steps = Steps { bar, name };
+        let planned = match &job.config {
+            Some(config) => pipeline.with_config(config.clone())?,
+            None => pipeline.clone(),
+        };
+        let pipeline = &planned;
         let result = if pipeline.config().task == Task::UnalignedFace {
-            crate::cli::faces::restore(&pipeline, job, &args.output, &mut steps)
+            crate::cli::faces::restore(pipeline, job, &args.output, &mut steps)
         } else {
             pipeline
                 .restore_image_observed(&job.image, &mut steps)
@@ -256,11 +320,33 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed == 0 {
+    Ok(exit_code(failed))
+}
+
+fn exit_code(failed: usize) -> ExitCode {
+    if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
+}
+
+/// The memory planner of a run: with --max-memory, or on the CPU with the RAM available now
+/// (unaligned_face, whose faces and background are restored separately, is planned only on
+/// request, and then refused).
+fn planner(
+    args: &RestoreArgs,
+    config: &PipelineConfig,
+    device: &Device,
+) -> Result<Option<Planner>> {
+    let budget = match args.max_memory {
+        Some(budget) => Some(budget),
+        None if args.device == DeviceSpec::Flex && config.task != Task::UnalignedFace => {
+            available_memory()
+        }
+        None => None,
+    };
+    Ok(budget.map(|budget| Planner::new(budget, device).with_fixed(args.options.fixed_tiling())))
 }
 
 /// Appends the prompts an image was restored with to `{output}/prompt.csv`, as the reference
@@ -331,5 +417,6 @@ fn prepare(
         source: source.to_path_buf(),
         image,
         outputs,
+        config: None,
     })
 }

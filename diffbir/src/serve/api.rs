@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Router, middleware};
 use diffbir::core::image::{ReadOptions, decode_image};
 use diffbir::pipeline::PipelineConfig;
+use diffbir::plan::Planner;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -57,6 +58,8 @@ pub struct App {
     pub shutdown: watch::Receiver<bool>,
     /// Uploads decoded at once while submitting (decoding is CPU work).
     pub decoding: Semaphore,
+    /// Tiles each job to fit a memory budget (`--max-memory`; on the CPU by default).
+    pub planner: Option<Planner>,
 }
 
 /// The router of a server.
@@ -234,6 +237,22 @@ async fn accept(
         )
         .with_field("image"));
     }
+    let config = match &app.planner {
+        Some(planner) => planner
+            .clone()
+            .with_fixed(restore.fixed_tiling())
+            .plan(&config, width, height)
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "out_of_memory",
+                    e.to_string(),
+                )
+                .with_field("image")
+            })?
+            .into_config(),
+        None => config,
+    };
     enqueue(app, config, restore.seed, upload)
 }
 

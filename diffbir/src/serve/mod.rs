@@ -26,6 +26,7 @@ use diffbir::core::device::DeviceSpec;
 use diffbir::core::image::ReadOptions;
 use diffbir::core::named::Named;
 use diffbir::pipeline::Pipeline;
+use diffbir::plan::{Planner, available_memory};
 use diffbir::sampler::SamplerKind;
 use serde_json::json;
 use tokio::sync::{Semaphore, watch};
@@ -82,6 +83,12 @@ pub struct ServeArgs {
     /// Seconds a finished job and its results are kept.
     #[arg(long, default_value_t = 3600)]
     result_ttl: u64,
+    /// Memory budget of one job (8GiB, 500MiB): stages that would not fit untiled are tiled,
+    /// and an image no tiling fits is refused with 413. Default on cpu: the RAM available
+    /// when the server starts, divided among --jobs-per-device; GPUs are planned only with
+    /// this option. A job's own *_tiled options are kept.
+    #[arg(long, value_name = "SIZE", value_parser = crate::cli::restore::parse_size)]
+    max_memory: Option<u64>,
     #[command(flatten)]
     model: ModelArgs,
     /// Job defaults: the options of `diffbir restore`; a job's `options` JSON overrides them.
@@ -125,6 +132,19 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
         max_samples: args.max_samples,
     };
 
+    let first = args.devices.first().map(DeviceSpec::device).transpose()?;
+    let budget = match args.max_memory {
+        Some(budget) => Some(budget),
+        None if args.devices.iter().all(|d| *d == DeviceSpec::Flex)
+            && base.task != diffbir::pipeline::Task::UnalignedFace =>
+        {
+            available_memory().map(|m| m / u64::from(args.jobs_per_device))
+        }
+        None => None,
+    };
+    let planner = budget
+        .zip(first)
+        .map(|(budget, device)| Planner::new(budget, &device));
     let loading = Instant::now();
     let files = args.model.weight_files(&base)?;
     let mut pipelines = Vec::new();
@@ -191,6 +211,7 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
         models,
         shutdown: stopping,
         decoding: Semaphore::new(2),
+        planner,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

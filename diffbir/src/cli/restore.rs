@@ -235,7 +235,7 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
         bail!("no input image can be restored ({failed} failed)");
     }
 
-    let planner = planner(args, &config, &device)?;
+    let planner = planner(args, &config, &device);
     if let Some(planner) = &planner {
         let mut planned = Vec::new();
         for mut job in jobs {
@@ -334,11 +334,7 @@ fn exit_code(failed: usize) -> ExitCode {
 /// The memory planner of a run: with --max-memory, or on the CPU with the RAM available now
 /// (unaligned_face, whose faces and background are restored separately, is planned only on
 /// request, and then refused).
-fn planner(
-    args: &RestoreArgs,
-    config: &PipelineConfig,
-    device: &Device,
-) -> Result<Option<Planner>> {
+fn planner(args: &RestoreArgs, config: &PipelineConfig, device: &Device) -> Option<Planner> {
     let budget = match args.max_memory {
         Some(budget) => Some(budget),
         None if args.device == DeviceSpec::Flex && config.task != Task::UnalignedFace => {
@@ -346,7 +342,7 @@ fn planner(
         }
         None => None,
     };
-    Ok(budget.map(|budget| Planner::new(budget, device).with_fixed(args.options.fixed_tiling())))
+    budget.map(|budget| Planner::new(budget, device).with_fixed(args.options.fixed_tiling()))
 }
 
 /// Appends the prompts an image was restored with to `{output}/prompt.csv`, as the reference

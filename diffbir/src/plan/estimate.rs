@@ -16,6 +16,7 @@
 
 use diffbir_controlnet::ControlNetConfig;
 use diffbir_ldm::clip::ClipTextConfig;
+use diffbir_ldm::unet::PerLevel;
 use diffbir_ldm::{UnetConfig, VaeConfig};
 use diffbir_rm::{RrdbNetConfig, ScuNetConfig, Stage1Config, SwinIrConfig};
 
@@ -36,6 +37,13 @@ pub(crate) struct Fit {
 }
 
 impl Fit {
+    const fn new(per_element: f64) -> Self {
+        Self {
+            per_element,
+            fixed: OVERHEAD,
+        }
+    }
+
     pub(crate) fn bytes(self, volume: f64, element: usize) -> u64 {
         (self.per_element * volume * element as f64).ceil() as u64 + self.fixed
     }
@@ -43,38 +51,14 @@ impl Fit {
 
 // Coefficients checked by `plan_memory.rs`: 1 where the counted volume already lies above
 // every measured peak, more where it did not (the VAE decoder at the official shapes).
-pub(crate) const SWINIR: Fit = Fit {
-    per_element: 1.0,
-    fixed: OVERHEAD,
-};
-pub(crate) const RRDBNET: Fit = Fit {
-    per_element: 1.0,
-    fixed: OVERHEAD,
-};
-pub(crate) const SCUNET: Fit = Fit {
-    per_element: 1.0,
-    fixed: OVERHEAD,
-};
-pub(crate) const VAE_ENCODER: Fit = Fit {
-    per_element: 1.0,
-    fixed: OVERHEAD,
-};
-pub(crate) const VAE_DECODER: Fit = Fit {
-    per_element: 1.3,
-    fixed: OVERHEAD,
-};
-pub(crate) const CONTROL_LDM: Fit = Fit {
-    per_element: 1.0,
-    fixed: OVERHEAD,
-};
-pub(crate) const CLIP: Fit = Fit {
-    per_element: 1.0,
-    fixed: OVERHEAD,
-};
-pub(crate) const IMAGE: Fit = Fit {
-    per_element: 1.0,
-    fixed: OVERHEAD,
-};
+pub(crate) const SWINIR: Fit = Fit::new(1.0);
+pub(crate) const RRDBNET: Fit = Fit::new(1.0);
+pub(crate) const SCUNET: Fit = Fit::new(1.0);
+pub(crate) const VAE_ENCODER: Fit = Fit::new(1.0);
+pub(crate) const VAE_DECODER: Fit = Fit::new(1.3);
+pub(crate) const CONTROL_LDM: Fit = Fit::new(1.0);
+pub(crate) const CLIP: Fit = Fit::new(1.0);
+pub(crate) const IMAGE: Fit = Fit::new(1.0);
 
 /// What every stage allocates whatever the sizes: the CPU kernels' packing buffers, the
 /// thread pool's state, small tensors.
@@ -235,31 +219,26 @@ impl Levels<'_> {
     }
 }
 
-fn unet_levels(c: &UnetConfig) -> Levels<'_> {
-    let n = c.channel_mult.len();
-    Levels {
-        model_channels: c.model_channels,
-        channel_mult: &c.channel_mult,
-        res_blocks: (0..n).map(|l| c.num_res_blocks.get(l)).collect(),
-        attention: (0..n)
-            .map(|l| c.attention_resolutions.contains(&(1 << l)))
-            .collect(),
-        head_channels: c.num_head_channels,
-        heads: c.num_heads,
-    }
-}
-
-fn controlnet_levels(c: &ControlNetConfig) -> Levels<'_> {
-    let n = c.channel_mult.len();
-    Levels {
-        model_channels: c.model_channels,
-        channel_mult: &c.channel_mult,
-        res_blocks: (0..n).map(|l| c.num_res_blocks.get(l)).collect(),
-        attention: (0..n)
-            .map(|l| c.attention_resolutions.contains(&(1 << l)))
-            .collect(),
-        head_channels: c.num_head_channels,
-        heads: c.num_heads,
+impl<'a> Levels<'a> {
+    fn new(
+        model_channels: usize,
+        channel_mult: &'a [usize],
+        res_blocks: &PerLevel,
+        attention_resolutions: &[usize],
+        head_channels: i64,
+        heads: i64,
+    ) -> Self {
+        let n = channel_mult.len();
+        Self {
+            model_channels,
+            channel_mult,
+            res_blocks: (0..n).map(|l| res_blocks.get(l)).collect(),
+            attention: (0..n)
+                .map(|l| attention_resolutions.contains(&(1 << l)))
+                .collect(),
+            head_channels,
+            heads,
+        }
     }
 }
 
@@ -272,7 +251,22 @@ pub(crate) fn control_ldm_volume(
     w: usize,
     attention: Attention,
 ) -> f64 {
-    let (u, c) = (unet_levels(unet), controlnet_levels(controlnet));
+    let u = Levels::new(
+        unet.model_channels,
+        &unet.channel_mult,
+        &unet.num_res_blocks,
+        &unet.attention_resolutions,
+        unet.num_head_channels,
+        unet.num_heads,
+    );
+    let c = Levels::new(
+        controlnet.model_channels,
+        &controlnet.channel_mult,
+        &controlnet.num_res_blocks,
+        &controlnet.attention_resolutions,
+        controlnet.num_head_channels,
+        controlnet.num_heads,
+    );
     u.skips(h, w)
         + c.skips(h, w)
         + u.working(h, w, attention).max(c.working(h, w, attention))

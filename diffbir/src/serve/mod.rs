@@ -132,6 +132,12 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
         max_samples: args.max_samples,
     };
 
+    if args.max_memory.is_some() && base.task == diffbir::pipeline::Task::UnalignedFace {
+        bail!(
+            "--max-memory: unaligned_face restores faces and background separately and is not \
+             planned; set its tiling with the --*-tiled options"
+        );
+    }
     let first = args.devices.first().map(DeviceSpec::device).transpose()?;
     let budget = match args.max_memory {
         Some(budget) => Some(budget),

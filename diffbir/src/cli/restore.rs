@@ -217,8 +217,29 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
+    let planner = planner(args, &config, &device);
+    if args.plan && planner.is_none() {
+        bail!(
+            "--plan needs a budget on {}: give --max-memory (a GPU's free memory is not known \
+             here)",
+            args.device
+        );
+    }
     for source in sources {
-        match prepare(&source, args, &config, &limits) {
+        let planned = prepare(&source, args, &config, &limits).and_then(|mut job| {
+            if let Some(planner) = &planner {
+                let (width, height) = (job.image.width(), job.image.height());
+                let plan = planner
+                    .plan(&config, width, height)
+                    .with_context(|| source.display().to_string())?;
+                if args.plan {
+                    println!("{}:\n{plan}\n", source.display());
+                }
+                job.config = Some(plan.into_config());
+            }
+            Ok(job)
+        });
+        match planned {
             Ok(job) => jobs.push(job),
             Err(e) => {
                 failed += 1;
@@ -226,40 +247,9 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
             }
         }
     }
-    if jobs.is_empty() {
-        if failed == 0 {
-            bail!(
-                "no image found in the inputs (PNG, JPEG, WebP, TIFF or BMP files, or folders of them)"
-            );
-        }
-        bail!("no input image can be restored ({failed} failed)");
-    }
-
-    let planner = planner(args, &config, &device);
-    if let Some(planner) = &planner {
-        let mut planned = Vec::new();
-        for mut job in jobs {
-            let (width, height) = (job.image.width(), job.image.height());
-            match planner.plan(&config, width, height) {
-                Ok(plan) => {
-                    if args.plan {
-                        println!("{}:\n{plan}\n", job.source.display());
-                    }
-                    job.config = Some(plan.into_config());
-                    planned.push(job);
-                }
-                Err(e) => {
-                    failed += 1;
-                    eprintln!("error: {}: {e}", job.source.display());
-                }
-            }
-        }
-        jobs = planned;
-    } else if args.plan {
+    if jobs.is_empty() && failed == 0 {
         bail!(
-            "--plan needs a budget on {}: give --max-memory (a GPU's free memory is not known \
-             here)",
-            args.device
+            "no image found in the inputs (PNG, JPEG, WebP, TIFF or BMP files, or folders of them)"
         );
     }
     if args.plan {

@@ -119,8 +119,8 @@ fn swinir_volume(c: &SwinIrConfig, h: usize, w: usize) -> f64 {
     let ups: f64 = (1..=steps)
         .map(|i| map(2 * NUM_FEAT, bh << i, bw << i))
         .sum();
-    let out = stage1_output(&Stage1Config::SwinIr(c.clone()), h, w);
-    body + ups + map(3 * down * down, bh, bw) + map(6, out.0, out.1)
+    let scale = c.sf / down;
+    body + ups + map(3 * down * down, bh, bw) + map(6, h * scale, w * scale)
 }
 
 /// RRDBNet: a dense block's concatenation at the input size, the upsampling convolutions.

@@ -332,36 +332,23 @@ impl Planner {
             image_volume(ih, iw) + image_volume(sizes.condition.0, sizes.condition.1),
             4,
         );
-        let untiled = |h: usize, w: usize| fit.bytes(estimate::stage1_volume(model, h, w), element);
-        if self.fixed.stage1 {
-            let working = match config.cleaner_tile {
-                Some((t, _)) => untiled(t.min(ih), t.min(iw)) + images,
-                None => untiled(sizes.untiled_stage1.0, sizes.untiled_stage1.1) + images,
-            };
-            return vec![Choice {
-                setting: config.cleaner_tile,
-                label: tile_label(config.cleaner_tile),
-                working,
-            }];
-        }
-        let mut options = vec![Choice {
-            setting: None,
-            label: "untiled".into(),
-            working: untiled(sizes.untiled_stage1.0, sizes.untiled_stage1.1) + images,
-        }];
+        let run = |h: usize, w: usize| fit.bytes(estimate::stage1_volume(model, h, w), element);
         let fits = |t: &usize| *t < ih.min(iw) && stage1_tile_ok(model, *t);
-        for tile in TILES.into_iter().filter(fits) {
-            options.push(Choice {
-                setting: Some((tile, tile / 2)),
-                label: tile_label(Some((tile, tile / 2))),
-                working: untiled(tile, tile) + images,
-            });
-        }
-        options
+        let tiles = TILES.into_iter().filter(fits).map(|t| (t, t / 2));
+        choices(self.fixed.stage1, config.cleaner_tile, tiles, |tile| {
+            Choice {
+                setting: tile,
+                label: tile_label(tile),
+                working: match tile {
+                    Some((t, _)) => run(t.min(ih), t.min(iw)),
+                    None => run(sizes.untiled_stage1.0, sizes.untiled_stage1.1),
+                } + images,
+            }
+        })
     }
 
     fn text(&self, config: &PipelineConfig) -> Choice<()> {
-        let batch = config.batch_size.min(config.n_samples) as f64;
+        let batch = batch(config);
         Choice {
             setting: (),
             label: "untiled".into(),
@@ -399,24 +386,23 @@ impl Planner {
         } else {
             VaeTiling::Blended
         };
-        let choice = |tile: Option<usize>| Choice {
-            setting: tile.map(|t| (t, mode)),
+        let choice = |tile: Option<(usize, VaeTiling)>| Choice {
+            setting: tile,
             label: match tile {
-                Some(t) => format!("{} tiles {t}", mode.name()),
+                Some((t, mode)) => format!("{} tiles {t}", mode.name()),
                 None => "untiled".into(),
             },
-            working: match (tile, mode) {
-                (Some(t), VaeTiling::Blended) => run(t.min(h), t.min(w)) + images,
+            working: match tile {
+                Some((t, VaeTiling::Blended)) => run(t.min(h), t.min(w)) + images,
                 _ => run(h, w) + images,
             },
         };
-        if fixed {
-            return vec![choice(tile)];
-        }
         // Tiles larger than the short side are not used (the VAE then runs untiled).
-        let tiles = TILES.into_iter().filter(|t| *t < h.min(w)).map(Some);
-        let options: Vec<_> = std::iter::once(None).chain(tiles).map(choice).collect();
-        options
+        let tiles = TILES
+            .into_iter()
+            .filter(|t| *t < h.min(w))
+            .map(|t| (t, mode));
+        choices(fixed, tile.map(|t| (t, mode)), tiles, choice)
     }
 
     fn sampling(
@@ -439,31 +425,21 @@ impl Planner {
                 element(config),
             )
         };
-        if self.fixed.diffusion {
-            let working = match stage2.cldm_tile {
-                Some((t, _)) => run((t / 8).min(lh), (t / 8).min(lw)),
-                None => run(lh, lw),
-            } + latents
-                + images;
-            return vec![Choice {
-                setting: stage2.cldm_tile,
-                label: tile_label(stage2.cldm_tile),
-                working,
-            }];
-        }
-        let mut options = vec![Choice {
-            setting: None,
-            label: "untiled".into(),
-            working: run(lh, lw) + latents + images,
-        }];
-        for tile in TILES.into_iter().filter(|t| *t >= 256 && *t < h.min(w)) {
-            options.push(Choice {
-                setting: Some((tile, tile / 2)),
-                label: tile_label(Some((tile, tile / 2))),
-                working: run(tile / 8, tile / 8) + latents + images,
-            });
-        }
-        options
+        let tiles = TILES
+            .into_iter()
+            .filter(|t| *t >= 256 && *t < h.min(w))
+            .map(|t| (t, t / 2));
+        choices(self.fixed.diffusion, stage2.cldm_tile, tiles, |tile| {
+            Choice {
+                setting: tile,
+                label: tile_label(tile),
+                working: match tile {
+                    Some((t, _)) => run((t / 8).min(lh), (t / 8).min(lw)),
+                    None => run(lh, lw),
+                } + latents
+                    + images,
+            }
+        })
     }
 
     fn color_fix(&self, config: &PipelineConfig, sizes: &Sizes) -> Choice<()> {
@@ -483,6 +459,23 @@ impl Planner {
             ),
         }
     }
+}
+
+/// The ways to run a stage, cheapest first: the caller's `current` setting alone when it is
+/// `fixed`, otherwise untiled and then each of `tiles`.
+fn choices<T: Copy>(
+    fixed: bool,
+    current: Option<T>,
+    tiles: impl Iterator<Item = T>,
+    choice: impl Fn(Option<T>) -> Choice<Option<T>>,
+) -> Vec<Choice<Option<T>>> {
+    if fixed {
+        return vec![choice(current)];
+    }
+    std::iter::once(None)
+        .chain(tiles.map(Some))
+        .map(choice)
+        .collect()
 }
 
 /// The stages chosen so far, and the stage that fits worst when one does not.

@@ -138,7 +138,6 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
              planned; set its tiling with the --*-tiled options"
         );
     }
-    let first = args.devices.first().map(DeviceSpec::device).transpose()?;
     let budget = match args.max_memory {
         Some(budget) => Some(budget),
         None if args.devices.iter().all(|d| *d == DeviceSpec::Flex)
@@ -148,9 +147,6 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
         }
         None => None,
     };
-    let planner = budget
-        .zip(first)
-        .map(|(budget, device)| Planner::new(budget, &device));
     let loading = Instant::now();
     let files = args.model.weight_files(&base)?;
     let mut pipelines = Vec::new();
@@ -161,6 +157,11 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
         pipelines.push((spec.to_string(), pipeline));
     }
     let load_seconds = loading.elapsed().as_secs_f64();
+    // Planned for the first device (they all run the same models); the budget was taken
+    // before the models were loaded.
+    let planner = budget
+        .zip(pipelines.first())
+        .map(|(budget, (_, pipeline))| Planner::new(budget, pipeline.device()));
 
     let mut folder = tempfile::Builder::new();
     folder.prefix("diffbir-serve-");

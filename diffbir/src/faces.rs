@@ -212,7 +212,7 @@ impl Pipeline {
         noise: &mut NoiseSource,
         observer: &mut impl Observer,
     ) -> Result<FaceRestoration> {
-        let models = self.face_models().ok_or_else(|| {
+        let (background, models) = self.face_networks().ok_or_else(|| {
             Error::Core(diffbir_core::Error::invalid(
                 "task",
                 format!(
@@ -260,7 +260,7 @@ impl Pipeline {
         }
         proceed(observer.on_event(&Event::Part(Part::Background)))?;
         let backgrounds = quantize(self.restore_with(
-            self.stage1_model(),
+            background,
             self.config().upscale,
             image,
             noise,

@@ -61,6 +61,7 @@ mod images;
 mod observe;
 pub mod pipeline;
 pub mod plan;
+mod residency;
 pub mod scoring;
 pub mod stage2;
 pub mod zoo;

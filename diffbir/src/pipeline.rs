@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
-use diffbir_controlnet::{CONTROLNET_KEYS, ControlLdm, ControlNetConfig};
+use diffbir_controlnet::{ControlLdm, ControlNetConfig};
 use diffbir_core::color::ColorFix;
 use diffbir_core::image::image_to_tensor;
 use diffbir_core::resize::{self, pil_upscale, upscaled_size};
-use diffbir_core::{Checkpoint, NoiseSource, Precision, load_into};
+use diffbir_core::{Checkpoint, NoiseSource, Precision};
 use diffbir_hub::release_files;
 use diffbir_ldm::clip::{ClipTextConfig, ClipTokenizer};
 use diffbir_ldm::sd::{StableDiffusion, StableDiffusionConfig};
@@ -48,7 +48,10 @@ use crate::faces::{
     FaceModelConfigs, FaceModels, FaceOptions, FaceWeightFiles, detector_file_name,
 };
 use crate::observe::{Event, Observer, proceed};
-use crate::stage2::{Stage2, Stage2Options, VaeTiling};
+use crate::residency::{PerStage, load_controlnet, load_stage1};
+use crate::stage2::{Stage2, Stage2Networks, Stage2Options, VaeTiling};
+
+pub use crate::residency::Residency;
 
 pub use diffbir_core::release::{Task, Version};
 
@@ -108,6 +111,8 @@ pub struct PipelineConfig {
     pub batch_size: usize,
     /// How `unaligned_face` finds and pastes faces.
     pub faces: FaceOptions,
+    /// Whether the networks stay in memory or are loaded for each stage.
+    pub residency: Residency,
 }
 
 impl PipelineConfig {
@@ -172,6 +177,7 @@ impl PipelineConfig {
             n_samples: 1,
             batch_size: 1,
             faces: FaceOptions::default(),
+            residency: Residency::Resident,
         }
     }
 
@@ -197,6 +203,14 @@ impl PipelineConfig {
                 );
             }
             self.models.face.validate()?;
+            if self.residency == Residency::PerStage {
+                return bad(
+                    "residency",
+                    "unaligned_face keeps its networks resident: per-stage loading is for the \
+                     other tasks"
+                        .into(),
+                );
+            }
         }
         if self.n_samples == 0 || self.batch_size == 0 {
             return bad(
@@ -287,12 +301,17 @@ pub struct Pipeline {
     seed: u64,
 }
 
-/// The loaded networks of a pipeline, shared by its copies.
+/// The networks of a pipeline, shared by its copies.
 #[derive(Debug)]
-struct Networks {
-    stage1: Stage1,
-    stage2: Stage2,
-    faces: Option<FaceModels>,
+enum Networks {
+    /// Loaded once and kept.
+    Resident {
+        stage1: Stage1,
+        stage2: Stage2,
+        faces: Option<FaceModels>,
+    },
+    /// Loaded for each stage.
+    PerStage(PerStage),
 }
 
 impl Pipeline {
@@ -307,29 +326,34 @@ impl Pipeline {
                 "unaligned_face needs the face models' files (WeightFiles::face)",
             )));
         }
+        let networks = match config.residency {
+            Residency::Resident => Self::load_resident(&config, files, device)?,
+            Residency::PerStage => Networks::PerStage(PerStage::new(&config, files, device)?),
+        };
+        Ok(Self {
+            config,
+            networks: Arc::new(networks),
+            device: device.clone(),
+            seed: DEFAULT_SEED,
+        })
+    }
+
+    fn load_resident(
+        config: &PipelineConfig,
+        files: &WeightFiles,
+        device: &Device,
+    ) -> Result<Networks> {
         let models = &config.models;
-        let stage1_ckpt = Checkpoint::open(&files.stage1)?;
-        let (stage1, _) = models.stage1.load(
-            &stage1_ckpt,
-            models.stage1.key_map(),
-            config.precision,
-            device,
-        )?;
+        let stage1 = load_stage1(models, &files.stage1, config.precision, device)?;
         let sd_config = StableDiffusionConfig {
             unet: models.unet.clone(),
             vae: models.vae.clone(),
             clip: models.clip.clone(),
         };
         let (sd, _) = StableDiffusion::load(&sd_config, &Checkpoint::open(&files.sd)?, device)?;
-        let mut controlnet = models.controlnet.init(device)?;
-        load_into(
-            &mut controlnet,
-            &Checkpoint::open(&files.controlnet)?,
-            &CONTROLNET_KEYS,
-        )?;
         let cldm = ControlLdm {
             unet: sd.unet,
-            controlnet,
+            controlnet: load_controlnet(models, &files.controlnet, device)?,
         }
         .with_precision(config.precision);
         let stage2 = Stage2 {
@@ -348,27 +372,23 @@ impl Pipeline {
             )?),
             _ => None,
         };
-        Ok(Self {
-            config,
-            networks: Arc::new(Networks {
-                stage1,
-                stage2,
-                faces,
-            }),
-            device: device.clone(),
-            seed: DEFAULT_SEED,
+        Ok(Networks::Resident {
+            stage1,
+            stage2,
+            faces,
         })
     }
 
-    /// A pipeline over networks the caller built or loaded (`unaligned_face` needs its face
-    /// models: use [`Self::load`]). `config.models` must describe them; `config` is
-    /// validated.
+    /// A pipeline over networks the caller built or loaded, kept resident (`unaligned_face`
+    /// needs its face models: use [`Self::load`]). `config.models` must describe them;
+    /// `config` is validated and its residency set to [`Residency::Resident`].
     pub fn from_networks(
-        config: PipelineConfig,
+        mut config: PipelineConfig,
         stage1: Stage1,
         stage2: Stage2,
         device: &Device,
     ) -> Result<Self> {
+        config.residency = Residency::Resident;
         config.validate()?;
         if config.task == Task::UnalignedFace {
             return Err(Error::Core(diffbir_core::Error::invalid(
@@ -378,7 +398,7 @@ impl Pipeline {
         }
         Ok(Self {
             config,
-            networks: Arc::new(Networks {
+            networks: Arc::new(Networks::Resident {
                 stage1,
                 stage2,
                 faces: None,
@@ -391,7 +411,9 @@ impl Pipeline {
     /// A pipeline with other settings over the same loaded networks (nothing is loaded or
     /// copied): upscale, stage 2, tiling, colour fix, samples, faces. What the networks were
     /// loaded with cannot change: `config` must have this pipeline's task, version and
-    /// precision, and its `models` are replaced by the loaded shapes.
+    /// precision, and its `models` and `residency` are replaced by the loaded ones (a
+    /// configuration for per-stage loading, whose memory plan counts one stage's weights, is
+    /// refused by a resident pipeline).
     pub fn with_config(&self, mut config: PipelineConfig) -> Result<Self> {
         let loaded = &self.config;
         for (what, same) in [
@@ -410,7 +432,15 @@ impl Pipeline {
                 )));
             }
         }
+        if config.residency == Residency::PerStage && loaded.residency == Residency::Resident {
+            return Err(Error::Core(diffbir_core::Error::invalid(
+                "residency",
+                "the settings load the networks per stage and this pipeline holds them all: \
+                 load a pipeline per stage (PipelineConfig::residency)",
+            )));
+        }
         config.models = loaded.models.clone();
+        config.residency = loaded.residency;
         config.validate()?;
         Ok(Self {
             config,
@@ -441,19 +471,26 @@ impl Pipeline {
         &self.config
     }
 
-    /// Stage 2 alone, for callers with their own condition images.
-    pub fn stage2(&self) -> &Stage2 {
-        &self.networks.stage2
+    /// Stage 2 alone, for callers with their own condition images (`None` when the networks
+    /// are loaded per stage).
+    pub fn stage2(&self) -> Option<&Stage2> {
+        match &*self.networks {
+            Networks::Resident { stage2, .. } => Some(stage2),
+            Networks::PerStage(_) => None,
+        }
     }
 
-    /// Stage 1 (of the background for `unaligned_face`).
-    pub(crate) fn stage1_model(&self) -> &Stage1 {
-        &self.networks.stage1
-    }
-
-    /// The face models of an `unaligned_face` pipeline.
-    pub(crate) fn face_models(&self) -> Option<&FaceModels> {
-        self.networks.faces.as_ref()
+    /// The networks of an `unaligned_face` pipeline: the background's stage 1 and the face
+    /// models (always resident: [`PipelineConfig::validate`] refuses per-stage loading).
+    pub(crate) fn face_networks(&self) -> Option<(&Stage1, &FaceModels)> {
+        match &*self.networks {
+            Networks::Resident {
+                stage1,
+                faces: Some(faces),
+                ..
+            } => Some((stage1, faces)),
+            _ => None,
+        }
     }
 
     /// Stage 1 (`model`, at `upscale`) with the reference's input and resize rules; returns
@@ -537,13 +574,16 @@ impl Pipeline {
                 "an unaligned_face pipeline restores with restore_faces or restore_image",
             )));
         }
-        self.restore_with(
-            self.stage1_model(),
-            self.config.upscale,
-            image,
-            noise,
-            observer,
-        )
+        match &*self.networks {
+            Networks::Resident { stage1, .. } => {
+                self.restore_with(stage1, self.config.upscale, image, noise, observer)
+            }
+            Networks::PerStage(networks) => {
+                // Stage 1's network is dropped before stage 2 loads its own.
+                let (cond, size) = self.stage1(&networks.stage1()?, self.config.upscale, image)?;
+                self.finish(cond, size, networks, noise, observer)
+            }
+        }
     }
 
     /// [`Self::restore`] with another stage-1 network and upscale (the faces of
@@ -556,7 +596,23 @@ impl Pipeline {
         noise: &mut NoiseSource,
         observer: &mut impl Observer,
     ) -> Result<Vec<Tensor<4>>> {
-        let (cond, (out_h, out_w)) = self.stage1(model, upscale, image)?;
+        let (cond, size) = self.stage1(model, upscale, image)?;
+        match &*self.networks {
+            Networks::Resident { stage2, .. } => self.finish(cond, size, stage2, noise, observer),
+            Networks::PerStage(networks) => self.finish(cond, size, networks, noise, observer),
+        }
+    }
+
+    /// Stage 2, the colour fix and the final resize of `n_samples` samples from the stage-1
+    /// result `cond`, to an output of `(out_h, out_w)`.
+    fn finish(
+        &self,
+        cond: Tensor<4>,
+        (out_h, out_w): (usize, usize),
+        networks: &impl Stage2Networks,
+        noise: &mut NoiseSource,
+        observer: &mut impl Observer,
+    ) -> Result<Vec<Tensor<4>>> {
         proceed(observer.on_event(&Event::Stage1 { condition: &cond }))?;
         let total = self.config.n_samples;
         let mut results = Vec::with_capacity(total);
@@ -569,9 +625,13 @@ impl Pipeline {
                 first_sample: results.len(),
                 cancelled: false,
             };
-            let sample =
-                self.stage2()
-                    .apply(cond_batch.clone(), &self.config.stage2, noise, &mut steps)?;
+            let sample = crate::stage2::apply(
+                networks,
+                cond_batch.clone(),
+                &self.config.stage2,
+                noise,
+                &mut steps,
+            )?;
             if steps.cancelled {
                 return Err(Error::Cancelled);
             }

@@ -156,13 +156,61 @@ impl Stage2Options {
     }
 }
 
-impl Stage2 {
-    /// The text context of a prompt, repeated over the batch.
-    fn text(&self, prompt: &str, batch: usize) -> Tensor<3> {
-        let prompts = vec![prompt; batch];
-        self.clip.encode(&self.tokenizer, &prompts)
+/// Where stage 2 finds its networks for each of its phases: held in memory ([`Stage2`]), or
+/// loaded for the phase that needs them and dropped after it (a pipeline loaded
+/// [`crate::pipeline::Residency::PerStage`]).
+pub(crate) trait Stage2Networks {
+    /// The training schedule of the SD checkpoint.
+    fn schedule(&self) -> &NoiseSchedule;
+
+    /// The text contexts of `prompts`, each repeated over a batch of `batch`.
+    fn texts(&self, prompts: [&str; 2], batch: usize) -> Result<[Tensor<3>; 2]>;
+
+    /// Runs `f` with the autoencoder.
+    fn with_vae<R>(&self, f: impl FnOnce(&AutoencoderKl) -> Result<R>) -> Result<R>;
+
+    /// Runs `f` with UNet + IRControlNet, and the autoencoder when `vae` (restoration
+    /// guidance decodes and encodes while sampling).
+    fn with_cldm<R>(
+        &self,
+        vae: bool,
+        f: impl FnOnce(&ControlLdm, Option<&AutoencoderKl>) -> Result<R>,
+    ) -> Result<R>;
+}
+
+impl Stage2Networks for Stage2 {
+    fn schedule(&self) -> &NoiseSchedule {
+        &self.schedule
     }
 
+    fn texts(&self, prompts: [&str; 2], batch: usize) -> Result<[Tensor<3>; 2]> {
+        Ok(prompts.map(|prompt| encode_text(&self.clip, &self.tokenizer, prompt, batch)))
+    }
+
+    fn with_vae<R>(&self, f: impl FnOnce(&AutoencoderKl) -> Result<R>) -> Result<R> {
+        f(&self.vae)
+    }
+
+    fn with_cldm<R>(
+        &self,
+        vae: bool,
+        f: impl FnOnce(&ControlLdm, Option<&AutoencoderKl>) -> Result<R>,
+    ) -> Result<R> {
+        f(&self.cldm, vae.then_some(&self.vae))
+    }
+}
+
+/// The text context of a prompt, repeated over the batch.
+pub(crate) fn encode_text(
+    clip: &ClipTextEncoder,
+    tokenizer: &ClipTokenizer,
+    prompt: &str,
+    batch: usize,
+) -> Tensor<3> {
+    clip.encode(tokenizer, &vec![prompt; batch])
+}
+
+impl Stage2 {
     /// Generates the restored image from the stage-1 result `cond_img`, drawing the start
     /// latent, the noise augmentation and the sampler's noise from `noise` in that order.
     ///
@@ -176,67 +224,84 @@ impl Stage2 {
         noise: &mut NoiseSource,
         observer: &mut impl SampleObserver,
     ) -> Result<Tensor<4>> {
-        options.validate()?;
-        let [b, _, h0, w0] = cond_img.dims();
-        let encoder_tile = options.vae_encoder_tile;
-        // The VAE needs multiples of 8; untiled runs pad to 64 as the reference does.
-        let multiple = if encoder_tile.is_none() && options.cldm_tile.is_none() {
-            64
-        } else {
-            8
-        };
-        let (image, _) = pad_to_multiples_of(cond_img, multiple)?;
-        let [_, _, hp, wp] = image.dims();
-        let encoder_tiles = encoder_tile
-            .filter(|t| hp >= *t && wp >= *t)
-            .map(|t| options.vae_tiling.encoder(t));
-        let image = image.mul_scalar(2.0).sub_scalar(1.0);
-        let c_img = self
-            .vae
-            .encode_latent(image.clone(), encoder_tiles, None)?
-            .0;
-        let [_, _, h1, w1] = c_img.dims();
-        let c_img = if options.cldm_tile.is_none() {
-            pad_to_multiples_of(c_img, 8)?.0
-        } else {
-            c_img
-        };
+        apply(self, cond_img, options, noise, observer)
+    }
+}
 
-        let x_t = options.start_point.latent(&self.schedule, &c_img, noise);
-        let c_img = if options.noise_aug > 0 {
-            noise_augment(&self.schedule, c_img, options.noise_aug, noise)
-        } else {
-            c_img
-        };
-        let cond = GuidedCond {
-            cond: ControlCond {
-                c_txt: self.text(&options.pos_prompt, b),
-                c_img: c_img.clone(),
-            },
-            uncond: Some(ControlCond {
-                c_txt: self.text(&options.neg_prompt, b),
-                c_img,
-            }),
-        };
-        let sampler = options.sampler.init(&self.schedule)?;
-        let rescale = options.sampler.cfg_rescale(options.rescale_cfg);
+/// [`Stage2::apply`] with the networks of `networks`, used one phase at a time: the text
+/// encoder, the VAE's encoder, UNet + IRControlNet, the VAE's decoder.
+pub(crate) fn apply(
+    networks: &impl Stage2Networks,
+    cond_img: Tensor<4>,
+    options: &Stage2Options,
+    noise: &mut NoiseSource,
+    observer: &mut impl SampleObserver,
+) -> Result<Tensor<4>> {
+    options.validate()?;
+    let [b, _, h0, w0] = cond_img.dims();
+    let [c_txt, uc_txt] = networks.texts([&options.pos_prompt, &options.neg_prompt], b)?;
+    let encoder_tile = options.vae_encoder_tile;
+    // The VAE needs multiples of 8; untiled runs pad to 64 as the reference does.
+    let multiple = if encoder_tile.is_none() && options.cldm_tile.is_none() {
+        64
+    } else {
+        8
+    };
+    let (image, _) = pad_to_multiples_of(cond_img, multiple)?;
+    let [_, _, hp, wp] = image.dims();
+    let encoder_tiles = encoder_tile
+        .filter(|t| hp >= *t && wp >= *t)
+        .map(|t| options.vae_tiling.encoder(t));
+    let image = image.mul_scalar(2.0).sub_scalar(1.0);
+    let c_img =
+        networks.with_vae(|vae| Ok(vae.encode_latent(image.clone(), encoder_tiles, None)?.0))?;
+    let [_, _, h1, w1] = c_img.dims();
+    let c_img = if options.cldm_tile.is_none() {
+        pad_to_multiples_of(c_img, 8)?.0
+    } else {
+        c_img
+    };
+
+    let schedule = networks.schedule();
+    let x_t = options.start_point.latent(schedule, &c_img, noise);
+    let c_img = if options.noise_aug > 0 {
+        noise_augment(schedule, c_img, options.noise_aug, noise)
+    } else {
+        c_img
+    };
+    let cond = GuidedCond {
+        cond: ControlCond {
+            c_txt,
+            c_img: c_img.clone(),
+        },
+        uncond: Some(ControlCond {
+            c_txt: uc_txt,
+            c_img,
+        }),
+    };
+    let sampler = options.sampler.init(schedule)?;
+    let rescale = options.sampler.cfg_rescale(options.rescale_cfg);
+    let guidance = options
+        .guidance
+        .as_ref()
+        .map(RestorationGuidanceConfig::init)
+        .transpose()?;
+    let z = networks.with_cldm(guidance.is_some(), |cldm, vae| {
         let model = ControlDenoiser {
-            cldm: &self.cldm,
+            cldm,
             strength: options.strength,
-            parameterization: self.schedule.parameterization(),
+            parameterization: schedule.parameterization(),
         };
-        let guidance = options
-            .guidance
+        let space = vae.map(VaeGuidance);
+        let guidance = guidance
             .as_ref()
-            .map(RestorationGuidanceConfig::init)
-            .transpose()?;
-        let space = VaeGuidance(&self.vae);
-        let guidance = guidance.as_ref().map(|guidance| SpacedGuidance {
-            guidance,
-            space: &space,
-            target: &image,
-        });
-        let z = match options.cldm_tile {
+            .zip(space.as_ref())
+            .map(|(guidance, space)| SpacedGuidance {
+                guidance,
+                space,
+                target: &image,
+            });
+        match options.cldm_tile {
             Some((size, stride)) => {
                 let tiled = Tiled::new(model, size / 8, stride / 8)?;
                 run(
@@ -247,7 +312,7 @@ impl Stage2 {
                     guidance,
                     noise,
                     observer,
-                )?
+                )
             }
             None => run(
                 &sampler,
@@ -257,17 +322,17 @@ impl Stage2 {
                 guidance,
                 noise,
                 observer,
-            )?,
-        };
-        let [_, c, _, _] = z.dims();
-        let z = z.slice([0..b, 0..c, 0..h1, 0..w1]);
-        let decoder_tiles = options
-            .vae_decoder_tile
-            .filter(|t| h1 >= t / 8 && w1 >= t / 8)
-            .map(|t| options.vae_tiling.decoder(t));
-        let x = self.vae.decode_latent(&Latent(z), decoder_tiles)?;
-        Ok(x.slice([0..b, 0..3, 0..h0, 0..w0]))
-    }
+            ),
+        }
+    })?;
+    let [_, c, _, _] = z.dims();
+    let z = z.slice([0..b, 0..c, 0..h1, 0..w1]);
+    let decoder_tiles = options
+        .vae_decoder_tile
+        .filter(|t| h1 >= t / 8 && w1 >= t / 8)
+        .map(|t| options.vae_tiling.decoder(t));
+    let x = networks.with_vae(|vae| vae.decode_latent(&Latent(z), decoder_tiles))?;
+    Ok(x.slice([0..b, 0..3, 0..h0, 0..w0]))
 }
 
 fn run<D: Denoiser<Cond = GuidedCond<ControlCond>>>(

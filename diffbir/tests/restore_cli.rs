@@ -462,3 +462,48 @@ fn plan_prints_the_tiling_and_peaks_without_loading_and_a_small_budget_is_refuse
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("lots"), "{stderr}");
 }
+
+#[test]
+fn networks_loaded_per_stage_write_the_same_images_as_resident_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = tiny_weights(dir.path());
+    let inputs = tiny::rgb_rgba_gray_inputs(dir.path());
+    let input = inputs.join("a_rgb.png");
+    let config = dir.path().join("tiny.json");
+    let run = |output: &Path, extra: &[&str]| {
+        let args = tiny::tiny_restore_args(&weights, &config, &input, output, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        diffbir(&args)
+    };
+    let mut images = Vec::new();
+    for residency in ["resident", "per-stage"] {
+        let output = dir.path().join(residency);
+        let (code, _, stderr) = run(
+            &output,
+            &[
+                "--upscale",
+                "2",
+                "--residency",
+                residency,
+                "--max-memory",
+                "4GiB",
+            ],
+        );
+        assert_eq!(code, 0, "{stderr}");
+        images.push(std::fs::read(output.join("a_rgb.png")).unwrap());
+    }
+    assert!(
+        images[0] == images[1],
+        "the two residencies wrote different images"
+    );
+
+    let (code, stdout, stderr) = run(
+        &dir.path().join("plan"),
+        &["--plan", "--residency", "per-stage", "--max-memory", "2GiB"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("networks loaded per stage"), "{stdout}");
+    let (code, _, stderr) = run(&dir.path().join("plan"), &["--residency", "sometimes"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("sometimes"), "{stderr}");
+}

@@ -12,7 +12,7 @@ use diffbir::core::NoiseSource;
 use diffbir::core::image::image_to_tensor;
 use diffbir::ldm::clip::ClipTextConfig;
 use diffbir::ldm::{UnetConfig, VaeConfig};
-use diffbir::pipeline::{Pipeline, PipelineConfig, Task, Version, WeightFiles};
+use diffbir::pipeline::{Pipeline, PipelineConfig, Residency, Task, Version, WeightFiles};
 use diffbir::rm::{Stage1Config, SwinIrConfig};
 use diffbir::sampler::{
     GuidanceDomain, GuidanceLoss, RestorationGuidanceConfig, SamplerConfig, SamplerKind,
@@ -20,8 +20,14 @@ use diffbir::sampler::{
 };
 use diffbir::stage2::{Stage2Options, VaeTiling};
 
-/// A v2 pipeline (spaced sampler) with the fixtures' tiny networks.
+/// A v2 pipeline (spaced sampler) with the fixtures' tiny networks, resident.
 fn tiny_pipeline() -> Pipeline {
+    tiny_pipeline_with(Residency::Resident)
+}
+
+/// A v2 pipeline (spaced sampler) with the fixtures' tiny networks, loaded as `residency`
+/// says.
+fn tiny_pipeline_with(residency: Residency) -> Pipeline {
     let fixtures = fixtures::fixtures();
     let mut config = PipelineConfig::new(Task::Sr, Version::V2);
     config.models.stage1 = Stage1Config::SwinIr(SwinIrConfig::tiny());
@@ -30,6 +36,7 @@ fn tiny_pipeline() -> Pipeline {
     config.models.vae = VaeConfig::tiny();
     config.models.clip = ClipTextConfig::tiny();
     config.stage2.sampler = SamplerConfig::new(SamplerKind::Spaced, 3, &SamplerOptions::new());
+    config.residency = residency;
     let files = WeightFiles {
         stage1: fixtures.join("swinir_tiny.weights.safetensors"),
         sd: fixtures.join("sd_tiny.sd21_format.ckpt"),
@@ -51,6 +58,7 @@ fn run(pipeline: &Pipeline, options: &Stage2Options) -> diffbir::core::Result<Te
     let mut noise = NoiseSource::seeded(231);
     pipeline
         .stage2()
+        .expect("resident networks")
         .apply(condition(), options, &mut noise, &mut ())
 }
 
@@ -109,6 +117,50 @@ fn guidance_is_refused_where_the_original_has_none() {
         let err = run(&pipeline, &options).unwrap_err().to_string();
         assert!(err.contains(expected), "{err}");
     }
+}
+
+/// Loading the networks per stage changes when they are in memory, not what they compute:
+/// whole restorations (stage 1 included) equal the resident pipeline's bit for bit, with
+/// restoration guidance (the VAE beside the diffusion networks) and with tiled stages.
+#[test]
+fn networks_loaded_per_stage_restore_exactly_as_resident_ones() {
+    let resident = tiny_pipeline();
+    let per_stage = tiny_pipeline_with(Residency::PerStage);
+    assert!(per_stage.stage2().is_none());
+    let photo = image::open(fixtures::fixtures().join("../images/real47/1.jpg")).unwrap();
+    let photo = photo.crop_imm(40, 40, 48, 40);
+    let mut base = resident.config().clone();
+    base.stage2.sampler = SamplerConfig::new(SamplerKind::Spaced, 1, &SamplerOptions::new());
+    let mut guided = base.clone();
+    guided.stage2.guidance = Some(RestorationGuidanceConfig::new(
+        GuidanceLoss::Mse,
+        GuidanceDomain::Rgb,
+        0.05,
+    ));
+    let mut tiled = base;
+    tiled.upscale = 2.0;
+    tiled.cleaner_tile = Some((64, 32));
+    tiled.stage2.vae_decoder_tile = Some(32);
+    tiled.stage2.cldm_tile = Some((64, 32));
+    tiled.n_samples = 2;
+    for config in [guided, tiled] {
+        let [a, b] = [&resident, &per_stage].map(|pipeline| {
+            let pipeline = pipeline.with_config(config.clone()).unwrap();
+            let mut noise = NoiseSource::seeded(231);
+            pipeline.restore(&photo, &mut noise, &mut ()).unwrap()
+        });
+        assert_eq!(a.len(), config.n_samples);
+        for (a, b) in a.iter().zip(&b) {
+            assert_eq!(a.dims(), b.dims());
+            assert_eq!(max_abs_diff(a, b), 0.0);
+        }
+    }
+    // A configuration planned per stage counts one stage's weights: a resident pipeline
+    // refuses it.
+    let mut config = resident.config().clone();
+    config.residency = Residency::PerStage;
+    let err = resident.with_config(config).unwrap_err().to_string();
+    assert!(err.contains("per stage"), "{err}");
 }
 
 #[test]

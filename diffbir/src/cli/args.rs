@@ -258,6 +258,7 @@ impl RestoreOptions {
             vae_encoder: self.vae_encoder_tiled,
             vae_decoder: self.vae_decoder_tiled,
             diffusion: self.cldm_tiled,
+            residency: false,
         }
     }
 

@@ -11,12 +11,13 @@ use burn::tensor::Device;
 use clap::Args;
 use diffbir::core::device::DeviceSpec;
 use diffbir::core::image::{ReadOptions, open_image, save_image};
-use diffbir::pipeline::{Pipeline, PipelineConfig, Task};
-use diffbir::plan::{Planner, available_memory};
+use diffbir::pipeline::{Pipeline, PipelineConfig, Residency, Task};
+use diffbir::plan::{Fixed, Planner, available_memory};
 use diffbir::{Event, Observer, Part};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::args::{ModelArgs, RestoreOptions};
+use crate::cli::values::named;
 
 /// Options of `diffbir restore` (DiffBIR's `inference.py` names in kebab case, plus ours).
 #[derive(Args, Debug)]
@@ -57,6 +58,11 @@ pub struct RestoreArgs {
     /// exit without loading anything.
     #[arg(long)]
     plan: bool,
+    /// Keep every network in memory (resident), or load each one when its stage runs and
+    /// drop it after (per-stage: a lower peak, the checkpoints read again for every image).
+    /// Default: resident, unless the memory plan of some input needs less tiling per stage.
+    #[arg(long, value_parser = named::<Residency>())]
+    residency: Option<Residency>,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -196,7 +202,8 @@ impl Observer for Steps {
 
 /// Runs `diffbir restore`.
 pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
-    let config = args.config()?;
+    let mut config = args.config()?;
+    config.residency = args.residency.unwrap_or_default();
     let device = args.device.device()?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
@@ -259,6 +266,15 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
         bail!("no input image can be restored ({failed} failed)");
     }
 
+    // Inputs planned per stage load the networks per stage for every input (whose plans hold
+    // less memory so).
+    if jobs.iter().any(|job| {
+        job.config
+            .as_ref()
+            .is_some_and(|c| c.residency == Residency::PerStage)
+    }) {
+        config.residency = Residency::PerStage;
+    }
     let files = args.model.weight_files(&config)?;
     let pipeline = Pipeline::load(config, &files, &device)?.with_seed(args.options.seed);
     for job in &jobs {
@@ -332,7 +348,11 @@ fn planner(args: &RestoreArgs, config: &PipelineConfig, device: &Device) -> Opti
         }
         None => None,
     };
-    budget.map(|budget| Planner::new(budget, device).with_fixed(args.options.fixed_tiling()))
+    let fixed = Fixed {
+        residency: args.residency.is_some(),
+        ..args.options.fixed_tiling()
+    };
+    budget.map(|budget| Planner::new(budget, device).with_fixed(fixed))
 }
 
 /// Appends the prompts an image was restored with to `{output}/prompt.csv`, as the reference

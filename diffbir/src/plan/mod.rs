@@ -14,11 +14,13 @@
 //! # Ok::<(), diffbir::Error>(())
 //! ```
 //!
-//! Every network's weights stay resident for the whole restoration; each stage adds its
-//! working memory (the model `docs/memory.md` describes). Stages that do not fit untiled are
-//! tiled, with the largest tiles that fit: stage 1 in overlapping tiles, the VAE in blended
-//! tiles (v2's tiling, bounded by one tile), the diffusion in tiles (mixture of diffusers).
-//! Settings the caller fixed ([`Fixed`]) are kept as they are.
+//! Each stage holds the weights in memory ([`Residency`]: every network's, or only its own
+//! when the networks are loaded per stage) and adds its working memory (the model
+//! `docs/memory.md` describes). Stages that do not fit untiled are tiled, with the largest
+//! tiles that fit: stage 1 in overlapping tiles, the VAE in blended tiles (v2's tiling,
+//! bounded by one tile), the diffusion in tiles (mixture of diffusers). The networks stay
+//! resident unless loading them per stage needs less tiling. Settings the caller fixed
+//! ([`Fixed`]) are kept as they are.
 
 mod estimate;
 
@@ -34,7 +36,7 @@ pub use estimate::Attention;
 use estimate::image_volume;
 
 use crate::error::{Error, Result};
-use crate::pipeline::{PipelineConfig, Task};
+use crate::pipeline::{PipelineConfig, Residency, Task};
 use crate::stage2::VaeTiling;
 
 /// The short edge every stage-1 result is brought to when it is shorter (the reference's
@@ -69,7 +71,7 @@ pub struct StagePeak {
     pub stage: Stage,
     /// How it runs (`untiled`, `tiles 512/256`, …).
     pub tiling: String,
-    /// Bytes of every resident network's weights.
+    /// Bytes of the weights in memory during the stage.
     pub weights: u64,
     /// Bytes of the stage's own tensors (activations, images, latents).
     pub working: u64,
@@ -94,6 +96,8 @@ pub struct Fixed {
     pub vae_decoder: bool,
     /// `stage2.cldm_tile`.
     pub diffusion: bool,
+    /// `residency`.
+    pub residency: bool,
 }
 
 /// A configuration that fits a budget, with its estimated peaks.
@@ -135,9 +139,13 @@ impl Plan {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (h, w) = self.size;
+        let networks = match self.config.residency {
+            Residency::Resident => "networks resident",
+            Residency::PerStage => "networks loaded per stage",
+        };
         writeln!(
             f,
-            "{} {} at {}, {w}x{h} out, budget {}",
+            "{} {} at {}, {w}x{h} out, budget {}, {networks}",
             self.config.task,
             self.config.version,
             self.config.precision,
@@ -237,6 +245,7 @@ impl Planner {
             vae_encoder: true,
             vae_decoder: true,
             diffusion: true,
+            residency: true,
         };
         let planner = Self {
             budget: u64::MAX,
@@ -249,9 +258,10 @@ impl Planner {
     }
 
     /// The cheapest configuration for a `width × height` input whose every stage fits the
-    /// budget: `config` untiled where that fits, otherwise with the largest tiles that do.
-    /// Fails, before anything is loaded, when even the smallest tiles do not fit; the error
-    /// says the smallest budget that would.
+    /// budget: `config` untiled where that fits, otherwise with the largest tiles that do;
+    /// the networks resident unless loading them per stage needs less tiling. Fails, before
+    /// anything is loaded, when even the smallest tiles do not fit; the error says the
+    /// smallest budget that would.
     pub fn plan(&self, config: &PipelineConfig, width: u32, height: u32) -> Result<Plan> {
         config.validate()?;
         if config.task == Task::UnalignedFace {
@@ -263,29 +273,19 @@ impl Planner {
         }
         let sizes = Sizes::new(config, width, height)?;
         let weights = self.weights(config)?;
-        let mut config = config.clone();
-        let mut choices = Choices {
-            weights,
-            budget: self.budget,
-            stages: Vec::new(),
-            short: None,
+        let plan = |residency| self.plan_with(config, &sizes, weights, residency);
+        let chosen = if self.fixed.residency {
+            plan(config.residency)
+        } else {
+            let resident = plan(Residency::Resident);
+            let per_stage = plan(Residency::PerStage);
+            match (&resident.short, &per_stage.short) {
+                (None, None) if per_stage.tiled < resident.tiled => per_stage,
+                (None, _) => resident,
+                _ => per_stage,
+            }
         };
-        let (h, w) = sizes.condition;
-        config.cleaner_tile = choices.pick(Stage::Stage1, self.stage1(&config, &sizes));
-        choices.pick(Stage::Text, vec![self.text(&config)]);
-        let encoder = choices.pick(Stage::VaeEncode, self.vae(&config, h, w, Coder::Encoder));
-        let sampling = choices.pick(Stage::Sampling, self.sampling(&config, &sizes));
-        let decoder = choices.pick(Stage::VaeDecode, self.vae(&config, h, w, Coder::Decoder));
-        choices.pick(Stage::ColorFix, vec![self.color_fix(&config, &sizes)]);
-        let stage2 = &mut config.stage2;
-        stage2.cldm_tile = sampling;
-        stage2.vae_encoder_tile = encoder.map(|(tile, _)| tile);
-        stage2.vae_decoder_tile = decoder.map(|(tile, _)| tile);
-        if let Some((_, mode)) = encoder.or(decoder) {
-            stage2.vae_tiling = mode;
-        }
-        let Choices { stages, short, .. } = choices;
-        if let Some((stage, needed)) = short {
+        if let Some((stage, needed, weights)) = chosen.short {
             return Err(Error::OutOfMemory {
                 budget: self.budget,
                 needed,
@@ -293,29 +293,71 @@ impl Planner {
                 stage: stage.name().into(),
             });
         }
-        config.validate()?;
-        Ok(Plan {
-            config,
-            budget: self.budget,
-            size: sizes.output,
-            stages,
-        })
+        chosen.plan.config.validate()?;
+        Ok(chosen.plan)
     }
 
-    /// Bytes of every network's parameters: stage 1, the IRControlNet and the UNet at the
+    /// The least tiling of `config` with the networks loaded as `residency` says.
+    fn plan_with(
+        &self,
+        config: &PipelineConfig,
+        sizes: &Sizes,
+        weights: Weights,
+        residency: Residency,
+    ) -> Planned {
+        let mut config = config.clone();
+        config.residency = residency;
+        let mut choices = Choices {
+            weights,
+            residency,
+            guidance: config.stage2.guidance.is_some(),
+            budget: self.budget,
+            stages: Vec::new(),
+            short: None,
+            tiled: 0,
+        };
+        let (h, w) = sizes.condition;
+        config.cleaner_tile = choices.pick(Stage::Stage1, self.stage1(&config, sizes));
+        choices.pick(Stage::Text, vec![self.text(&config)]);
+        let encoder = choices.pick(Stage::VaeEncode, self.vae(&config, h, w, Coder::Encoder));
+        let sampling = choices.pick(Stage::Sampling, self.sampling(&config, sizes));
+        let decoder = choices.pick(Stage::VaeDecode, self.vae(&config, h, w, Coder::Decoder));
+        choices.pick(Stage::ColorFix, vec![self.color_fix(&config, sizes)]);
+        let stage2 = &mut config.stage2;
+        stage2.cldm_tile = sampling;
+        stage2.vae_encoder_tile = encoder.map(|(tile, _)| tile);
+        stage2.vae_decoder_tile = decoder.map(|(tile, _)| tile);
+        if let Some((_, mode)) = encoder.or(decoder) {
+            stage2.vae_tiling = mode;
+        }
+        Planned {
+            plan: Plan {
+                config,
+                budget: self.budget,
+                size: sizes.output,
+                stages: choices.stages,
+            },
+            short: choices.short,
+            tiled: choices.tiled,
+        }
+    }
+
+    /// Bytes of each network's parameters: stage 1, the IRControlNet and the UNet at the
     /// configured precision, the VAE and the text encoder in f32 (as they run).
-    fn weights(&self, config: &PipelineConfig) -> Result<u64> {
+    fn weights(&self, config: &PipelineConfig) -> Result<Weights> {
         // Modules built from a configuration hold their parameters uninitialised until first
         // used, so counting them allocates nothing.
         let m = &config.models;
         let device = &self.device;
         let low = element(config) as u64;
-        let stage1 = m.stage1.init(device)?.num_params() as u64;
         let unet = m.unet.init(device).num_params() as u64;
         let controlnet = m.controlnet.init(device)?.num_params() as u64;
-        let vae = m.vae.init(device).num_params() as u64;
-        let clip = m.clip.init(device).num_params() as u64;
-        Ok((stage1 + unet + controlnet) * low + (vae + clip) * 4)
+        Ok(Weights {
+            stage1: m.stage1.init(device)?.num_params() as u64 * low,
+            cldm: (unet + controlnet) * low,
+            vae: m.vae.init(device).num_params() as u64 * 4,
+            clip: m.clip.init(device).num_params() as u64 * 4,
+        })
     }
 
     fn stage1(
@@ -478,28 +520,70 @@ fn choices<T: Copy>(
         .collect()
 }
 
+/// Bytes of each network's weights.
+#[derive(Debug, Clone, Copy)]
+struct Weights {
+    stage1: u64,
+    /// UNet and IRControlNet.
+    cldm: u64,
+    vae: u64,
+    clip: u64,
+}
+
+impl Weights {
+    /// The weights in memory during `stage`: every network's when they are resident, else
+    /// the stage's own (sampling with restoration guidance also holds the VAE).
+    fn during(self, stage: Stage, residency: Residency, guidance: bool) -> u64 {
+        match (residency, stage) {
+            (Residency::Resident, _) => self.stage1 + self.cldm + self.vae + self.clip,
+            (Residency::PerStage, Stage::Stage1) => self.stage1,
+            (Residency::PerStage, Stage::Text) => self.clip,
+            (Residency::PerStage, Stage::VaeEncode | Stage::VaeDecode) => self.vae,
+            (Residency::PerStage, Stage::Sampling) => {
+                self.cldm + if guidance { self.vae } else { 0 }
+            }
+            (Residency::PerStage, Stage::ColorFix) => 0,
+        }
+    }
+}
+
+/// A plan and whether it fits.
+struct Planned {
+    plan: Plan,
+    /// The stage that fits worst when one does not: the budget it needs and the weights
+    /// part of it.
+    short: Option<(Stage, u64, u64)>,
+    /// How much tiling it has: the sum, over the stages, of the chosen option's rank.
+    tiled: usize,
+}
+
 /// The stages chosen so far, and the stage that fits worst when one does not.
 struct Choices {
-    weights: u64,
+    weights: Weights,
+    residency: Residency,
+    guidance: bool,
     budget: u64,
     stages: Vec<StagePeak>,
-    short: Option<(Stage, u64)>,
+    short: Option<(Stage, u64, u64)>,
+    tiled: usize,
 }
 
 impl Choices {
     /// The first of `options` (cheapest first) that fits, or the last when none does (the
     /// shortfall is remembered).
     fn pick<T>(&mut self, stage: Stage, options: Vec<Choice<T>>) -> T {
+        let weights = self.weights.during(stage, self.residency, self.guidance);
         let fits = options
             .iter()
-            .position(|o| self.weights + o.working <= self.budget);
+            .position(|o| weights + o.working <= self.budget);
         let chosen = fits.unwrap_or_else(|| {
-            let needed = self.weights + options.iter().map(|o| o.working).min().unwrap_or(0);
-            if self.short.is_none_or(|(_, worst)| needed > worst) {
-                self.short = Some((stage, needed));
+            let needed = weights + options.iter().map(|o| o.working).min().unwrap_or(0);
+            if self.short.is_none_or(|(_, worst, _)| needed > worst) {
+                self.short = Some((stage, needed, weights));
             }
             options.len() - 1
         });
+        self.tiled += chosen;
         let option = options
             .into_iter()
             .nth(chosen)
@@ -507,7 +591,7 @@ impl Choices {
         self.stages.push(StagePeak {
             stage,
             tiling: option.label,
-            weights: self.weights,
+            weights,
             working: option.working,
         });
         option.setting

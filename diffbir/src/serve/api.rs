@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Router, middleware};
 use diffbir::core::image::{ReadOptions, decode_image};
 use diffbir::pipeline::PipelineConfig;
-use diffbir::plan::Planner;
+use diffbir::plan::{Fixed, Planner};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -240,7 +240,11 @@ async fn accept(
     let config = match &app.planner {
         Some(planner) => planner
             .clone()
-            .with_fixed(restore.fixed_tiling())
+            // The networks are loaded once, resident.
+            .with_fixed(Fixed {
+                residency: true,
+                ..restore.fixed_tiling()
+            })
             .plan(&config, width, height)
             .map_err(|e| {
                 ApiError::new(

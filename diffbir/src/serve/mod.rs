@@ -86,7 +86,8 @@ pub struct ServeArgs {
     /// Memory budget of one job (8GiB, 500MiB): stages that would not fit untiled are tiled,
     /// and an image no tiling fits is refused with 413. Default on cpu: the RAM available
     /// when the server starts, divided among --jobs-per-device; GPUs are planned only with
-    /// this option. A job's own *_tiled options are kept.
+    /// this option. A job's own *_tiled options are kept; the networks stay resident (loaded
+    /// once for every job).
     #[arg(long, value_name = "SIZE", value_parser = crate::cli::restore::parse_size)]
     max_memory: Option<u64>,
     #[command(flatten)]

@@ -224,7 +224,7 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let planner = planner(args, &config, &device);
+    let planner = planner(args, &device);
     if args.plan && planner.is_none() {
         bail!(
             "--plan needs a budget on {}: give --max-memory (a GPU's free memory is not known \
@@ -337,15 +337,11 @@ fn exit_code(failed: usize) -> ExitCode {
     }
 }
 
-/// The memory planner of a run: with --max-memory, or on the CPU with the RAM available now
-/// (unaligned_face, whose faces and background are restored separately, is planned only on
-/// request, and then refused).
-fn planner(args: &RestoreArgs, config: &PipelineConfig, device: &Device) -> Option<Planner> {
+/// The memory planner of a run: with --max-memory, or on the CPU with the RAM available now.
+fn planner(args: &RestoreArgs, device: &Device) -> Option<Planner> {
     let budget = match args.max_memory {
         Some(budget) => Some(budget),
-        None if args.device == DeviceSpec::Flex && config.task != Task::UnalignedFace => {
-            available_memory()
-        }
+        None if args.device == DeviceSpec::Flex => available_memory(),
         None => None,
     };
     let fixed = Fixed {

@@ -15,6 +15,7 @@
 //! backends may hold every score at once, and [`Attention::Whole`] counts them.
 
 use diffbir_controlnet::ControlNetConfig;
+use diffbir_face::{Backbone, ParseNetConfig, RetinaFaceConfig};
 use diffbir_ldm::clip::ClipTextConfig;
 use diffbir_ldm::unet::PerLevel;
 use diffbir_ldm::{UnetConfig, VaeConfig};
@@ -59,6 +60,13 @@ pub(crate) const VAE_DECODER: Fit = Fit::new(1.3);
 pub(crate) const CONTROL_LDM: Fit = Fit::new(1.0);
 pub(crate) const CLIP: Fit = Fit::new(1.0);
 pub(crate) const IMAGE: Fit = Fit::new(1.0);
+pub(crate) const DETECTOR: Fit = Fit::new(1.0);
+pub(crate) const PARSER: Fit = Fit::new(1.0);
+
+/// Bytes per canvas pixel of pasting the faces back (`diffbir_face::paste`): the canvas and
+/// the background (8-bit), the f64 and f32 accumulators, the warped face, its square masks
+/// (f32) and its parsing mask (f64), and the result.
+pub(crate) const PASTE_BYTES_PER_PIXEL: f64 = 80.0;
 
 /// What every stage allocates whatever the sizes: the CPU kernels' packing buffers, the
 /// thread pool's state, small tensors.
@@ -283,4 +291,41 @@ pub(crate) fn clip_volume(c: &ClipTextConfig) -> f64 {
 /// Images at the working size: the condition and its copies, the colour fix's planes.
 pub(crate) fn image_volume(h: usize, w: usize) -> f64 {
     map(3, h, w)
+}
+
+/// The face detector (RetinaFace) on an `h × w` image, its input included: the widest of its
+/// backbone's layers (a bottleneck holds its input, two maps of its 3 × 3 width and three of
+/// its output width; MobileNet's widest layers are its first, at stride 2), or the FPN and
+/// SSH maps at strides 8, 16 and 32.
+pub(crate) fn detector_volume(c: &RetinaFaceConfig, h: usize, w: usize) -> f64 {
+    let at = |channels: usize, stride: usize| map(channels, div_up(h, stride), div_up(w, stride));
+    let body = match c.network_name {
+        Backbone::ResNet50 => {
+            let layout = c.backbone.clone().unwrap_or_default();
+            let mut inplanes = 64;
+            let mut widest = 3.0 * at(64, 2);
+            for (i, planes) in [64, 128, 256, 512].into_iter().enumerate() {
+                let stride = 4 << i;
+                let width = planes * layout.width_per_group / 64;
+                let out = planes * layout.expansion;
+                let input = at(inplanes, if i == 0 { 4 } else { stride / 2 });
+                widest = widest.max(input + 2.0 * at(width, stride) + 3.0 * at(out, stride));
+                inplanes = out;
+            }
+            widest
+        }
+        Backbone::MobileNet025 => 3.0 * at(8, 2) + 4.0 * at(16, 2),
+    };
+    let neck = 4.0 * (at(c.out_channel, 8) + at(c.out_channel, 16) + at(c.out_channel, 32));
+    map(3, h, w) + body.max(neck)
+}
+
+/// ParseNet on one face: its full-size layers (the stem, the last decoder block) with their
+/// padding, norm and activation copies, and the two heads.
+pub(crate) fn parser_volume(c: &ParseNetConfig) -> f64 {
+    let side = c.in_size.max(c.out_size);
+    let base = c
+        .base_ch
+        .clamp(c.ch_range[0], c.ch_range[1].max(c.ch_range[0]));
+    map(8 * base + 6 + c.parsing_ch, side, side)
 }

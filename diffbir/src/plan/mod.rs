@@ -43,13 +43,21 @@ use crate::stage2::VaeTiling;
 /// `resize_short_edge_to(…, 512)`).
 const SHORT_EDGE: usize = 512;
 
+/// The side of the aligned faces of `unaligned_face` (the helper's `face_size`).
+const FACE_SIZE: usize = 512;
+
+/// The short side the face detector's input is raised to (the helper's `resize`).
+const DETECT_SHORT_SIDE: usize = 640;
+
 /// Tile sides tried, largest first (pixels).
 const TILES: [usize; 4] = [1024, 512, 256, 128];
 
 diffbir_core::named_enum! {
     /// A stage of a restoration.
     pub enum Stage ("stage") {
-        /// The stage-1 network.
+        /// The face detector on the upscaled photo (`unaligned_face`).
+        FaceDetection = "face detection",
+        /// The stage-1 network (and the faces' stage 1 for `unaligned_face`).
         Stage1 = "stage 1",
         /// The text encoder on both prompts.
         Text = "text",
@@ -61,6 +69,9 @@ diffbir_core::named_enum! {
         VaeDecode = "VAE decode",
         /// The colour fix and the final resize.
         ColorFix = "colour fix",
+        /// The faces pasted onto the background, through their parsing masks
+        /// (`unaligned_face`).
+        FacePaste = "face paste",
     }
 }
 
@@ -205,6 +216,9 @@ pub struct Planner {
     fixed: Fixed,
 }
 
+/// A tile side and stride in pixels.
+type Tile = (usize, usize);
+
 /// One way to run a stage: its tiling setting and estimated working memory.
 struct Choice<T> {
     setting: T,
@@ -264,21 +278,15 @@ impl Planner {
     /// smallest budget that would.
     pub fn plan(&self, config: &PipelineConfig, width: u32, height: u32) -> Result<Plan> {
         config.validate()?;
-        if config.task == Task::UnalignedFace {
-            return Err(Error::Core(diffbir_core::Error::Unsupported(
-                "memory planning of unaligned_face (its faces and background are restored \
-                 separately): set the tiling yourself"
-                    .into(),
-            )));
-        }
         let sizes = Sizes::new(config, width, height)?;
         let weights = self.weights(config)?;
         let plan = |residency| self.plan_with(config, &sizes, weights, residency);
-        let chosen = if self.fixed.residency {
-            plan(config.residency)
+        // unaligned_face keeps its networks resident.
+        let chosen = if self.fixed.residency || config.task == Task::UnalignedFace {
+            plan(config.residency)?
         } else {
-            let resident = plan(Residency::Resident);
-            let per_stage = plan(Residency::PerStage);
+            let resident = plan(Residency::Resident)?;
+            let per_stage = plan(Residency::PerStage)?;
             match (&resident.short, &per_stage.short) {
                 (None, None) if per_stage.tiled < resident.tiled => per_stage,
                 (None, _) => resident,
@@ -304,7 +312,7 @@ impl Planner {
         sizes: &Sizes,
         weights: Weights,
         residency: Residency,
-    ) -> Planned {
+    ) -> Result<Planned> {
         let mut config = config.clone();
         config.residency = residency;
         let mut choices = Choices {
@@ -317,12 +325,22 @@ impl Planner {
             tiled: 0,
         };
         let (h, w) = sizes.condition;
-        config.cleaner_tile = choices.pick(Stage::Stage1, self.stage1(&config, sizes));
+        let faces = config.task == Task::UnalignedFace;
+        if faces {
+            choices.pick(
+                Stage::FaceDetection,
+                vec![self.face_detection(&config, sizes)],
+            );
+        }
+        config.cleaner_tile = choices.pick(Stage::Stage1, self.stage1(&config, sizes)?);
         choices.pick(Stage::Text, vec![self.text(&config)]);
         let encoder = choices.pick(Stage::VaeEncode, self.vae(&config, h, w, Coder::Encoder));
         let sampling = choices.pick(Stage::Sampling, self.sampling(&config, sizes));
         let decoder = choices.pick(Stage::VaeDecode, self.vae(&config, h, w, Coder::Decoder));
         choices.pick(Stage::ColorFix, vec![self.color_fix(&config, sizes)]);
+        if faces {
+            choices.pick(Stage::FacePaste, vec![self.face_paste(&config, sizes)]);
+        }
         let stage2 = &mut config.stage2;
         stage2.cldm_tile = sampling;
         stage2.vae_encoder_tile = encoder.map(|(tile, _)| tile);
@@ -330,7 +348,7 @@ impl Planner {
         if let Some((_, mode)) = encoder.or(decoder) {
             stage2.vae_tiling = mode;
         }
-        Planned {
+        Ok(Planned {
             plan: Plan {
                 config,
                 budget: self.budget,
@@ -339,11 +357,13 @@ impl Planner {
             },
             short: choices.short,
             tiled: choices.tiled,
-        }
+        })
     }
 
     /// Bytes of each network's parameters: stage 1, the IRControlNet and the UNet at the
-    /// configured precision, the VAE and the text encoder in f32 (as they run).
+    /// configured precision, the VAE and the text encoder in f32 (as they run); for
+    /// `unaligned_face`, the faces' stage 1 at the precision, the detector and the parser in
+    /// f32.
     fn weights(&self, config: &PipelineConfig) -> Result<Weights> {
         // Modules built from a configuration hold their parameters uninitialised until first
         // used, so counting them allocates nothing.
@@ -352,7 +372,16 @@ impl Planner {
         let low = element(config) as u64;
         let unet = m.unet.init(device).num_params() as u64;
         let controlnet = m.controlnet.init(device)?.num_params() as u64;
+        let faces = if config.task == Task::UnalignedFace {
+            let f = &m.face;
+            f.stage1.init(device)?.num_params() as u64 * low
+                + (f.detector.init(device).num_params() + f.parser.init(device).num_params()) as u64
+                    * 4
+        } else {
+            0
+        };
         Ok(Weights {
+            faces,
             stage1: m.stage1.init(device)?.num_params() as u64 * low,
             cldm: (unet + controlnet) * low,
             vae: m.vae.init(device).num_params() as u64 * 4,
@@ -360,33 +389,75 @@ impl Planner {
         })
     }
 
-    fn stage1(
-        &self,
-        config: &PipelineConfig,
-        sizes: &Sizes,
-    ) -> Vec<Choice<Option<(usize, usize)>>> {
+    fn stage1(&self, config: &PipelineConfig, sizes: &Sizes) -> Result<Vec<Choice<Option<Tile>>>> {
         let model = &config.models.stage1;
-        let fit = estimate::stage1_fit(model);
-        // Stage 1's activations stay mostly f32 at any precision (measured).
-        let element = 4;
-        let (ih, iw) = sizes.stage1_input;
-        let images = estimate::IMAGE.bytes(
-            image_volume(ih, iw) + image_volume(sizes.condition.0, sizes.condition.1),
-            4,
-        );
-        let run = |h: usize, w: usize| fit.bytes(estimate::stage1_volume(model, h, w), element);
-        let fits = |t: &usize| *t < ih.min(iw) && stage1_tile_ok(model, *t);
-        let tiles = TILES.into_iter().filter(fits).map(|t| (t, t / 2));
-        choices(self.fixed.stage1, config.cleaner_tile, tiles, |tile| {
-            Choice {
-                setting: tile,
-                label: tile_label(tile),
-                working: match tile {
-                    Some((t, _)) => run(t.min(ih), t.min(iw)),
-                    None => run(sizes.untiled_stage1.0, sizes.untiled_stage1.1),
-                } + images,
+        // unaligned_face runs the faces' stage 1, with the same tiles, on the aligned crops.
+        let faces = match config.task {
+            Task::UnalignedFace => {
+                let mut faces = config.clone();
+                faces.models.stage1 = config.models.face.stage1.clone();
+                faces.upscale = 1.0;
+                let side = FACE_SIZE as u32;
+                Some((faces.models.stage1.clone(), Sizes::new(&faces, side, side)?))
             }
-        })
+            _ => None,
+        };
+        let (ih, iw) = sizes.stage1_input;
+        let fits = |t: &usize| {
+            *t < ih.min(iw)
+                && stage1_tile_ok(model, *t)
+                && faces.as_ref().is_none_or(|(m, _)| stage1_tile_ok(m, *t))
+        };
+        let tiles = TILES.into_iter().filter(fits).map(|t| (t, t / 2));
+        Ok(choices(
+            self.fixed.stage1,
+            config.cleaner_tile,
+            tiles,
+            |tile| {
+                let faces = faces
+                    .as_ref()
+                    .map_or(0, |(m, sizes)| stage1_working(m, sizes, tile));
+                Choice {
+                    setting: tile,
+                    label: tile_label(tile),
+                    working: stage1_working(model, sizes, tile).max(faces),
+                }
+            },
+        ))
+    }
+
+    fn face_detection(&self, config: &PipelineConfig, sizes: &Sizes) -> Choice<()> {
+        let (ch, cw) = sizes.canvas;
+        let scale = (DETECT_SHORT_SIDE as f64 / ch.min(cw) as f64).max(1.0);
+        let (dh, dw) = ((ch as f64 * scale) as usize, (cw as f64 * scale) as usize);
+        let detector = &config.models.face.detector;
+        Choice {
+            setting: (),
+            label: detector.network_name.name().into(),
+            working: estimate::DETECTOR.bytes(estimate::detector_volume(detector, dh, dw), 4)
+                + ((ch * cw + dh * dw) * 3) as u64,
+        }
+    }
+
+    fn face_paste(&self, config: &PipelineConfig, sizes: &Sizes) -> Choice<()> {
+        let (ch, cw) = sizes.canvas;
+        let parser = &config.models.face.parser;
+        let parse = if config.faces.use_parse {
+            estimate::PARSER.bytes(estimate::parser_volume(parser), 4)
+        } else {
+            0
+        };
+        Choice {
+            setting: (),
+            label: if config.faces.use_parse {
+                "parsing masks".into()
+            } else {
+                "square masks".into()
+            },
+            working: (estimate::PASTE_BYTES_PER_PIXEL * (ch * cw) as f64) as u64
+                + parse
+                + (batch(config) as usize * ch * cw * 3) as u64,
+        }
     }
 
     fn text(&self, config: &PipelineConfig) -> Choice<()> {
@@ -447,11 +518,7 @@ impl Planner {
         choices(fixed, tile.map(|t| (t, mode)), tiles, choice)
     }
 
-    fn sampling(
-        &self,
-        config: &PipelineConfig,
-        sizes: &Sizes,
-    ) -> Vec<Choice<Option<(usize, usize)>>> {
+    fn sampling(&self, config: &PipelineConfig, sizes: &Sizes) -> Vec<Choice<Option<Tile>>> {
         let m = &config.models;
         let stage2 = &config.stage2;
         let cfg = if stage2.cfg_scale != 1.0 { 2.0 } else { 1.0 };
@@ -503,6 +570,24 @@ impl Planner {
     }
 }
 
+/// Stage 1's working memory on `sizes`, untiled or in `tile`s.
+fn stage1_working(model: &Stage1Config, sizes: &Sizes, tile: Option<Tile>) -> u64 {
+    let fit = estimate::stage1_fit(model);
+    // Stage 1's activations stay mostly f32 at any precision (measured).
+    let element = 4;
+    let (ih, iw) = sizes.stage1_input;
+    let images = estimate::IMAGE.bytes(
+        image_volume(ih, iw) + image_volume(sizes.condition.0, sizes.condition.1),
+        4,
+    );
+    let run = |h: usize, w: usize| fit.bytes(estimate::stage1_volume(model, h, w), element);
+    images
+        + match tile {
+            Some((t, _)) => run(t.min(ih), t.min(iw)),
+            None => run(sizes.untiled_stage1.0, sizes.untiled_stage1.1),
+        }
+}
+
 /// The ways to run a stage, cheapest first: the caller's `current` setting alone when it is
 /// `fixed`, otherwise untiled and then each of `tiles`.
 fn choices<T: Copy>(
@@ -523,6 +608,8 @@ fn choices<T: Copy>(
 /// Bytes of each network's weights.
 #[derive(Debug, Clone, Copy)]
 struct Weights {
+    /// The face models of `unaligned_face` (stage 1, detector, parser).
+    faces: u64,
     stage1: u64,
     /// UNet and IRControlNet.
     cldm: u64,
@@ -535,7 +622,7 @@ impl Weights {
     /// the stage's own (sampling with restoration guidance also holds the VAE).
     fn during(self, stage: Stage, residency: Residency, guidance: bool) -> u64 {
         match (residency, stage) {
-            (Residency::Resident, _) => self.stage1 + self.cldm + self.vae + self.clip,
+            (Residency::Resident, _) => self.faces + self.stage1 + self.cldm + self.vae + self.clip,
             (Residency::PerStage, Stage::Stage1) => self.stage1,
             (Residency::PerStage, Stage::Text) => self.clip,
             (Residency::PerStage, Stage::VaeEncode | Stage::VaeDecode) => self.vae,
@@ -543,6 +630,8 @@ impl Weights {
                 self.cldm + if guidance { self.vae } else { 0 }
             }
             (Residency::PerStage, Stage::ColorFix) => 0,
+            // unaligned_face is planned resident.
+            (Residency::PerStage, Stage::FaceDetection | Stage::FacePaste) => self.faces,
         }
     }
 }
@@ -618,7 +707,7 @@ fn element(config: &PipelineConfig) -> usize {
     }
 }
 
-fn tile_label(tile: Option<(usize, usize)>) -> String {
+fn tile_label(tile: Option<Tile>) -> String {
     match tile {
         Some((size, stride)) => format!("tiles {size}/{stride}"),
         None => "untiled".into(),
@@ -647,6 +736,8 @@ struct Sizes {
     condition: (usize, usize),
     /// The final output.
     output: (usize, usize),
+    /// `unaligned_face`'s canvas: the output, enlarged to a 512-pixel short side if smaller.
+    canvas: (usize, usize),
 }
 
 impl Sizes {
@@ -661,6 +752,7 @@ impl Sizes {
                 (h, w)
             })
         };
+        let canvas = short(output)?;
         Ok(match model {
             Stage1Config::RrdbNet(_) => {
                 let input = (height as usize, width as usize);
@@ -675,6 +767,7 @@ impl Sizes {
                     untiled_stage1: input,
                     condition,
                     output,
+                    canvas,
                 }
             }
             Stage1Config::SwinIr(_) => {
@@ -684,13 +777,15 @@ impl Sizes {
                     untiled_stage1: resized,
                     condition: resized,
                     output,
+                    canvas,
                 }
             }
             Stage1Config::ScuNet(_) => Self {
                 stage1_input: output,
                 untiled_stage1: output,
-                condition: short(output)?,
+                condition: canvas,
                 output,
+                canvas,
             },
         })
     }
@@ -721,13 +816,45 @@ mod tests {
         else {
             panic!("1 GiB cannot hold the weights");
         };
-        // The weights alone are 6.3 GiB in f32.
-        assert!(needed > 6 << 30, "{}", bytes(needed));
+        // Loaded per stage, the UNet and the IRControlNet alone are 4.6 GiB in f32.
+        assert!(needed > 4 << 30, "{}", bytes(needed));
         let plan = planner(needed).plan(&config, 512, 512).unwrap();
         assert!(plan.peak() <= needed);
+        assert_eq!(plan.config().residency, Residency::PerStage, "{plan}");
+        assert_eq!(untiled_plan_residency(&config), Residency::Resident);
         // What the suggestion prints parses back to at least the need.
         let hint: bytesize::ByteSize = rounded_up(needed).parse().unwrap();
         assert!(hint.as_u64() >= needed);
+    }
+
+    fn untiled_plan_residency(config: &PipelineConfig) -> Residency {
+        planner(u64::MAX)
+            .plan(config, 512, 512)
+            .unwrap()
+            .config()
+            .residency
+    }
+
+    #[test]
+    fn faces_anywhere_are_planned_with_their_detection_and_paste_resident() {
+        let config = PipelineConfig::new(Task::UnalignedFace, Version::V21);
+        let plan = planner(u64::MAX).plan(&config, 1024, 768).unwrap();
+        let stages: Vec<Stage> = plan.stages().iter().map(|s| s.stage).collect();
+        assert_eq!(stages.first(), Some(&Stage::FaceDetection), "{plan}");
+        assert_eq!(stages.last(), Some(&Stage::FacePaste), "{plan}");
+        let sr = planner(u64::MAX)
+            .plan(&PipelineConfig::new(Task::Sr, Version::V21), 1024, 768)
+            .unwrap();
+        // The face models' weights come on top of the background's.
+        assert!(
+            plan.stages()[1].weights > sr.stages()[0].weights,
+            "{plan}\n{sr}"
+        );
+        // A budget short of the whole keeps them resident and tiles instead.
+        let budget = plan.peak() - (1 << 30);
+        let tiled = planner(budget).plan(&config, 1024, 768).unwrap();
+        assert_eq!(tiled.config().residency, Residency::Resident, "{tiled}");
+        assert!(tiled.peak() <= budget, "{tiled}");
     }
 
     #[test]
@@ -735,7 +862,14 @@ mod tests {
         let config = PipelineConfig::new(Task::Sr, Version::V21);
         let untiled = planner(u64::MAX).plan(&config, 512, 512).unwrap();
         let budget = untiled.stages()[0].weights + (1 << 30);
-        let tiled = planner(budget).plan(&config, 512, 512).unwrap();
+        let resident = Fixed {
+            residency: true,
+            ..Fixed::default()
+        };
+        let tiled = planner(budget)
+            .with_fixed(resident)
+            .plan(&config, 512, 512)
+            .unwrap();
         assert!(tiled.peak() <= budget && tiled.peak() < untiled.peak());
         assert!(tiled.config().stage2.vae_decoder_tile.is_some(), "{tiled}");
         assert_eq!(tiled.config().stage2.vae_tiling, VaeTiling::Blended);

@@ -133,17 +133,9 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
         max_samples: args.max_samples,
     };
 
-    if args.max_memory.is_some() && base.task == diffbir::pipeline::Task::UnalignedFace {
-        bail!(
-            "--max-memory: unaligned_face restores faces and background separately and is not \
-             planned; set its tiling with the --*-tiled options"
-        );
-    }
     let budget = match args.max_memory {
         Some(budget) => Some(budget),
-        None if args.devices.iter().all(|d| *d == DeviceSpec::Flex)
-            && base.task != diffbir::pipeline::Task::UnalignedFace =>
-        {
+        None if args.devices.iter().all(|d| *d == DeviceSpec::Flex) => {
             available_memory().map(|m| m / u64::from(args.jobs_per_device))
         }
         None => None,

@@ -11,7 +11,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor};
 use diffbir_controlnet::{CONTROLNET_KEYS, ControlLdm, ControlNet};
 use diffbir_core::{Checkpoint, Precision, Result, load_into};
-use diffbir_ldm::clip::{CLIP_SD21_KEYS, ClipTokenizer};
+use diffbir_ldm::clip::{CLIP_SD21_KEYS, ClipTextEncoder, ClipTokenizer};
 use diffbir_ldm::unet::SD_UNET_KEYS;
 use diffbir_ldm::vae::{AutoencoderKl, SD_VAE_KEYS};
 use diffbir_rm::Stage1;
@@ -75,7 +75,7 @@ pub(crate) struct PerStage {
 
 impl PerStage {
     /// Checks every file by loading each network once, one after the other (the check's peak
-    /// is one network's), and keeps what loading them again needs.
+    /// is one network's; nothing runs), and keeps what loading them again needs.
     pub(crate) fn new(
         config: &PipelineConfig,
         files: &WeightFiles,
@@ -90,9 +90,10 @@ impl PerStage {
             schedule: config.models.schedule.init(),
         };
         drop(networks.stage1()?);
-        networks.texts(["", ""], 1)?;
-        networks.with_vae(|_| Ok(()))?;
-        networks.with_cldm(false, |_, _| Ok(()))?;
+        let sd = networks.sd()?;
+        drop(networks.clip(&sd)?);
+        drop(networks.vae(&sd)?);
+        drop(networks.cldm(&sd)?);
         Ok(networks)
     }
 
@@ -106,14 +107,29 @@ impl PerStage {
         )
     }
 
+    /// The SD checkpoint (its tensors are read when a part is loaded from it).
     fn sd(&self) -> Result<Checkpoint> {
         Checkpoint::open(&self.files.sd)
     }
 
-    fn vae(&self) -> Result<AutoencoderKl> {
+    fn clip(&self, sd: &Checkpoint) -> Result<ClipTextEncoder> {
+        let mut clip = self.models.clip.init(&self.device);
+        load_into(&mut clip, sd, &CLIP_SD21_KEYS)?;
+        Ok(clip)
+    }
+
+    fn vae(&self, sd: &Checkpoint) -> Result<AutoencoderKl> {
         let mut vae = self.models.vae.init(&self.device);
-        load_into(&mut vae, &self.sd()?, &SD_VAE_KEYS)?;
+        load_into(&mut vae, sd, &SD_VAE_KEYS)?;
         Ok(vae)
+    }
+
+    /// UNet + IRControlNet at the pipeline's precision.
+    fn cldm(&self, sd: &Checkpoint) -> Result<ControlLdm> {
+        let mut unet = self.models.unet.init(&self.device);
+        load_into(&mut unet, sd, &SD_UNET_KEYS)?;
+        let controlnet = load_controlnet(&self.models, &self.files.controlnet, &self.device)?;
+        Ok(ControlLdm { unet, controlnet }.with_precision(self.precision))
     }
 }
 
@@ -123,13 +139,12 @@ impl Stage2Networks for PerStage {
     }
 
     fn texts(&self, prompts: [&str; 2], batch: usize) -> Result<[Tensor<3>; 2]> {
-        let mut clip = self.models.clip.init(&self.device);
-        load_into(&mut clip, &self.sd()?, &CLIP_SD21_KEYS)?;
+        let clip = self.clip(&self.sd()?)?;
         Ok(prompts.map(|prompt| encode_text(&clip, &self.tokenizer, prompt, batch)))
     }
 
     fn with_vae<R>(&self, f: impl FnOnce(&AutoencoderKl) -> Result<R>) -> Result<R> {
-        f(&self.vae()?)
+        f(&self.vae(&self.sd()?)?)
     }
 
     fn with_cldm<R>(
@@ -137,14 +152,10 @@ impl Stage2Networks for PerStage {
         vae: bool,
         f: impl FnOnce(&ControlLdm, Option<&AutoencoderKl>) -> Result<R>,
     ) -> Result<R> {
-        let mut unet = self.models.unet.init(&self.device);
-        load_into(&mut unet, &self.sd()?, &SD_UNET_KEYS)?;
-        let cldm = ControlLdm {
-            unet,
-            controlnet: load_controlnet(&self.models, &self.files.controlnet, &self.device)?,
-        }
-        .with_precision(self.precision);
-        let vae = vae.then(|| self.vae()).transpose()?;
+        let sd = self.sd()?;
+        let cldm = self.cldm(&sd)?;
+        let vae = vae.then(|| self.vae(&sd)).transpose()?;
+        drop(sd);
         f(&cldm, vae.as_ref())
     }
 }

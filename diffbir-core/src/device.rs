@@ -169,6 +169,33 @@ pub fn parse_device(name: &str) -> Result<Device> {
     name.parse::<DeviceSpec>()?.device()
 }
 
+/// The memory a restoration may plan for on `device`, in bytes.
+///
+/// - On the CPU (`flex`): the RAM the system reports available now (free, and caches it can
+///   drop).
+/// - On a GPU: the adapter's memory as its runtime reports it. That is the largest
+///   device-local heap under `vulkan` (system RAM on an integrated or software adapter), or
+///   the card's memory under `cuda`.
+///
+/// `None` where neither is known: `wgpu` (its WGSL compiler's runtime asks the driver for no
+/// memory size, on any graphics API). Opens a GPU device's runtime.
+pub fn available_memory(device: &Device) -> Option<u64> {
+    use burn::backend::DispatchDevice;
+    let bytes = match device.as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => {
+            let mut system = sysinfo::System::new();
+            system.refresh_memory();
+            Some(system.available_memory())
+        }
+        #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
+        DispatchDevice::Cube(device) => device.client().properties().memory.max_memory(),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    };
+    bytes.filter(|b| *b > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +219,22 @@ mod tests {
         assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
         assert_eq!("cuda:3".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(3));
         assert_eq!(DeviceSpec::Cuda(3).to_string(), "cuda:3");
+    }
+
+    #[test]
+    fn the_cpu_reports_the_available_ram() {
+        let ram = available_memory(&Device::flex()).expect("the system's available RAM");
+        assert!(ram > 1 << 20, "{ram} bytes");
+    }
+
+    /// Run with `--features vulkan` on a machine with a Vulkan driver (Mesa's lavapipe will
+    /// do).
+    #[cfg(feature = "vulkan")]
+    #[test]
+    fn a_vulkan_adapter_reports_its_memory() {
+        let device = DeviceSpec::Vulkan(None).device().expect("a Vulkan adapter");
+        let memory = available_memory(&device).expect("the adapter's device-local heap");
+        assert!(memory > 1 << 20, "{memory} bytes");
     }
 
     #[test]

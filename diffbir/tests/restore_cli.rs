@@ -453,6 +453,12 @@ fn plan_prints_the_tiling_and_peaks_without_loading_and_a_small_budget_is_refuse
     assert!(stdout.contains("budget 2.0 GiB"), "{stdout}");
     assert!(!output.join("a_rgb.png").exists());
 
+    // Without --max-memory, the budget is the RAM available.
+    let (code, stdout, stderr) = run(&["--plan"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.matches("estimated peak").count(), 3, "{stdout}");
+    assert!(stdout.contains(", budget "), "{stdout}");
+
     let (code, _, stderr) = run(&["--plan", "--max-memory", "1MiB"]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("no plan fits in 1.0 MiB"), "{stderr}");

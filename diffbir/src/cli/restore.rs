@@ -9,10 +9,10 @@ use std::str::FromStr;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::Args;
-use diffbir::core::device::DeviceSpec;
+use diffbir::core::device::{DeviceSpec, available_memory};
 use diffbir::core::image::{ReadOptions, open_image, save_image};
 use diffbir::pipeline::{Pipeline, PipelineConfig, Residency, Task};
-use diffbir::plan::{Fixed, Planner, available_memory};
+use diffbir::plan::{Fixed, Planner};
 use diffbir::{Event, Observer, Part};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -50,8 +50,10 @@ pub struct RestoreArgs {
     train_cfg: Option<PathBuf>,
     /// Memory budget of one restoration (8GiB, 12 GB, 500MiB): stages that would not fit
     /// untiled are tiled, and an image no tiling fits is refused before anything is loaded.
-    /// Default: the RAM available now on cpu; GPUs are planned only with this option. The
-    /// --*-tiled options given are kept as they are.
+    /// Default: the device's memory (the RAM available now on cpu, the adapter's memory on
+    /// vulkan and cuda); on wgpu, whose runtime reports none, images are planned only with
+    /// this option.
+    /// The --*-tiled options given are kept as they are.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_memory: Option<u64>,
     /// Print the plan of each input (the tiling and the estimated peak of every stage) and
@@ -227,8 +229,8 @@ pub fn restore(args: &RestoreArgs) -> Result<ExitCode> {
     let planner = planner(args, &device);
     if args.plan && planner.is_none() {
         bail!(
-            "--plan needs a budget on {}: give --max-memory (a GPU's free memory is not known \
-             here)",
+            "--plan needs a budget on {}: give --max-memory (this device's runtime reports no \
+             memory size)",
             args.device
         );
     }
@@ -337,18 +339,14 @@ fn exit_code(failed: usize) -> ExitCode {
     }
 }
 
-/// The memory planner of a run: with --max-memory, or on the CPU with the RAM available now.
+/// The memory planner of a run: with --max-memory, or with the device's memory.
 fn planner(args: &RestoreArgs, device: &Device) -> Option<Planner> {
-    let budget = match args.max_memory {
-        Some(budget) => Some(budget),
-        None if args.device == DeviceSpec::Flex => available_memory(),
-        None => None,
-    };
+    let budget = args.max_memory.or_else(|| available_memory(device))?;
     let fixed = Fixed {
         residency: args.residency.is_some(),
         ..args.options.fixed_tiling()
     };
-    budget.map(|budget| Planner::new(budget, device).with_fixed(fixed))
+    Some(Planner::new(budget, device).with_fixed(fixed))
 }
 
 /// Appends the prompts an image was restored with to `{output}/prompt.csv`, as the reference

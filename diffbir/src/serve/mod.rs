@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use diffbir::core::color::ColorFix;
-use diffbir::core::device::DeviceSpec;
+use diffbir::core::device::{DeviceSpec, available_memory};
 use diffbir::core::image::ReadOptions;
 use diffbir::core::named::Named;
 use diffbir::pipeline::Pipeline;
-use diffbir::plan::{Planner, available_memory};
+use diffbir::plan::Planner;
 use diffbir::sampler::SamplerKind;
 use serde_json::json;
 use tokio::sync::{Semaphore, watch};
@@ -84,10 +84,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 3600)]
     result_ttl: u64,
     /// Memory budget of one job (8GiB, 500MiB): stages that would not fit untiled are tiled,
-    /// and an image no tiling fits is refused with 413. Default on cpu: the RAM available
-    /// when the server starts, divided among --jobs-per-device; GPUs are planned only with
-    /// this option. A job's own *_tiled options are kept; the networks stay resident (loaded
-    /// once for every job).
+    /// and an image no tiling fits is refused with 413. Default: the memory the smallest
+    /// device has when the server starts (available RAM on cpu, the adapter's memory on
+    /// vulkan and cuda), divided among --jobs-per-device; on wgpu, whose runtime reports no
+    /// memory size, jobs are planned only with this option. A job's own *_tiled options are kept; the networks
+    /// stay resident (loaded once for every job).
     #[arg(long, value_name = "SIZE", value_parser = crate::cli::restore::parse_size)]
     max_memory: Option<u64>,
     #[command(flatten)]
@@ -133,18 +134,21 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
         max_samples: args.max_samples,
     };
 
-    let budget = match args.max_memory {
-        Some(budget) => Some(budget),
-        None if args.devices.iter().all(|d| *d == DeviceSpec::Flex) => {
-            available_memory().map(|m| m / u64::from(args.jobs_per_device))
-        }
-        None => None,
-    };
+    let mut devices = Vec::new();
+    for spec in &args.devices {
+        devices.push((spec, spec.device()?));
+    }
+    // Taken before the models load: the smallest memory of the devices, shared by the jobs
+    // that run side by side on each.
+    let budget = args.max_memory.or_else(|| {
+        let memory: Option<Vec<u64>> = devices.iter().map(|(_, d)| available_memory(d)).collect();
+        let smallest = memory?.into_iter().min()?;
+        Some(smallest / u64::from(args.jobs_per_device))
+    });
     let loading = Instant::now();
     let files = args.model.weight_files(&base)?;
     let mut pipelines = Vec::new();
-    for spec in &args.devices {
-        let device = spec.device()?;
+    for (spec, device) in devices {
         let pipeline = Pipeline::load(base.clone(), &files, &device)
             .with_context(|| format!("loading the models on {spec}"))?;
         pipelines.push((spec.to_string(), pipeline));

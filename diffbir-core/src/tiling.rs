@@ -173,10 +173,14 @@ pub fn tiled_apply(
         dtype = y.dtype();
         let y = y.cast(DType::F32);
         let o = tile.scaled(spec.scale);
-        let acc = out.get_or_insert_with(|| Tensor::zeros([b, yc, out_h, out_w], &device));
+        // Taken out of `out` so that the assignment below owns the only reference and
+        // updates the accumulator in place instead of copying it for every tile.
+        let acc = out
+            .take()
+            .unwrap_or_else(|| Tensor::zeros([b, yc, out_h, out_w], &device));
         let ranges = [0..b, 0..yc, o.hi..o.hi_end, o.wi..o.wi_end];
         let updated = acc.clone().slice(ranges.clone()) + y * weights.clone();
-        *acc = acc.clone().slice_assign(ranges, updated);
+        out = Some(acc.slice_assign(ranges, updated));
         for r in 0..weight_size {
             let row = &mut count[(o.hi + r) * out_w + o.wi..(o.hi + r) * out_w + o.wi_end];
             for (c, wv) in row

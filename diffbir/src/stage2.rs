@@ -255,6 +255,8 @@ pub(crate) fn apply(
     let image = image.mul_scalar(2.0).sub_scalar(1.0);
     let c_img =
         networks.with_vae(|vae| Ok(vae.encode_latent(image.clone(), encoder_tiles, None)?.0))?;
+    // Restoration guidance's target; without guidance the image is freed before sampling.
+    let target = options.guidance.is_some().then_some(image);
     let [_, _, h1, w1] = c_img.dims();
     let c_img = if options.cldm_tile.is_none() {
         pad_to_multiples_of(c_img, 8)?.0
@@ -296,10 +298,11 @@ pub(crate) fn apply(
         let guidance = guidance
             .as_ref()
             .zip(space.as_ref())
-            .map(|(guidance, space)| SpacedGuidance {
+            .zip(target.as_ref())
+            .map(|((guidance, space), target)| SpacedGuidance {
                 guidance,
                 space,
-                target: &image,
+                target,
             });
         match options.cldm_tile {
             Some((size, stride)) => {

@@ -153,9 +153,11 @@ struct Run {
 /// phase's measured peak against its stages' estimates.
 fn run(config: PipelineConfig, side: u32, budget: u64, device: &Device) -> Run {
     let started = std::time::Instant::now();
-    // The residency is the configuration's: resident, or per stage as the case asks.
+    // The residency is the configuration's: resident, or per stage as the case asks; so is
+    // tiled diffusion where the case sets it.
     let fixed = Fixed {
         residency: true,
+        diffusion: config.stage2.cldm_tile.is_some(),
         ..Fixed::default()
     };
     let plan = Planner::new(budget, device)
@@ -270,7 +272,7 @@ type Case = (Task, Version, Precision, u32, Residency);
 /// Every task's families in f32 and bf16 at outputs of 64², 256² and 1024² (the 512-pixel
 /// working size makes the smaller ones run at 512² all the same; 1024² outputs tile some
 /// stages within the budget), resident; v2.1's `sr` loaded per stage too; each family at
-/// 4096².
+/// 4096², with tiled diffusion.
 fn sweep() -> Vec<Case> {
     let mut cases = Vec::new();
     for (task, version) in [
@@ -333,8 +335,14 @@ fn run_all(cases: &[Case]) {
             config.residency = residency;
             let side = (f64::from(out) / config.upscale) as u32;
             // 4096² outputs hold a few whole-image tensors of 200 MiB each (the colour fix
-            // is not tiled).
-            let budget = if out > 1024 { 4 << 30 } else { 256 << 20 };
+            // is not tiled). Their diffusion is tiled as the reference's tiling options set
+            // it: untiled, attention over a 512² latent takes hours even for small networks.
+            let budget = if out > 1024 {
+                config.stage2.cldm_tile = Some((512, 256));
+                4 << 30
+            } else {
+                256 << 20
+            };
             let run = run(config, side, budget, &device);
             eprintln!("{}", run.description);
             run

@@ -221,14 +221,6 @@ pub fn rounded_up(n: u64) -> String {
     format!("{tenths:.1}{name}")
 }
 
-/// The memory available to a restoration on the CPU now: the RAM the system reports as
-/// available (free, and caches it can drop). `None` where the system does not say.
-pub fn available_memory() -> Option<u64> {
-    let mut system = sysinfo::System::new();
-    system.refresh_memory();
-    Some(system.available_memory()).filter(|m| *m > 0)
-}
-
 /// Plans restorations for one device and budget.
 #[derive(Debug, Clone)]
 pub struct Planner {
@@ -505,7 +497,17 @@ impl Planner {
             Coder::Encoder => estimate::VAE_ENCODER,
             Coder::Decoder => estimate::VAE_DECODER,
         };
-        let images = estimate::IMAGE.bytes(batch * image_volume(h, w), 4);
+        // Whole images: the stage-1 output the pipeline keeps for the colour fix, and in
+        // blended tiles the canvases beside the tile's own images: the encoder's input in
+        // [-1, 1]; the decoder's f32 accumulator, its normaliser and the normalised result.
+        let images = |blended: bool| {
+            let canvases = match (blended, coder) {
+                (false, _) => 0.0,
+                (true, Coder::Encoder) => 1.0,
+                (true, Coder::Decoder) => 3.0,
+            };
+            estimate::IMAGE.bytes(batch * (1.0 + canvases) * image_volume(h, w), 4)
+        };
         let run = |th: usize, tw: usize| {
             fit.bytes(batch * estimate::vae_volume(vae, th, tw, self.attention), 4)
         };
@@ -528,8 +530,8 @@ impl Planner {
                 None => "untiled".into(),
             },
             working: match tile {
-                Some((t, VaeTiling::Blended)) => run(t.min(h), t.min(w)) + images,
-                _ => run(h, w) + images,
+                Some((t, VaeTiling::Blended)) => run(t.min(h), t.min(w)) + images(true),
+                _ => run(h, w) + images(false),
             },
         };
         // Tiles larger than the short side are not used (the VAE then runs untiled).
@@ -548,7 +550,9 @@ impl Planner {
         let (h, w) = sizes.condition;
         let (lh, lw) = (h / 8, w / 8);
         let latents = estimate::IMAGE.bytes(batch * 8.0 * (lh * lw * 4) as f64 / 3.0, 4);
-        let images = estimate::IMAGE.bytes(batch * image_volume(h, w), 4);
+        // The stage-1 output the pipeline keeps, and restoration guidance's target.
+        let guidance = if stage2.guidance.is_some() { 1.0 } else { 0.0 };
+        let images = estimate::IMAGE.bytes(batch * (1.0 + guidance) * image_volume(h, w), 4);
         let run = |th: usize, tw: usize| {
             estimate::CONTROL_LDM.bytes(
                 cfg * batch

@@ -52,8 +52,7 @@ pub struct RestoreArgs {
     /// untiled are tiled, and an image no tiling fits is refused before anything is loaded.
     /// Default: the device's memory (the RAM available now on cpu, the adapter's memory on
     /// vulkan and cuda); on wgpu, whose runtime reports none, images are planned only with
-    /// this option.
-    /// The --*-tiled options given are kept as they are.
+    /// this option. The --*-tiled options given are kept as they are.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_memory: Option<u64>,
     /// Print the plan of each input (the tiling and the estimated peak of every stage) and

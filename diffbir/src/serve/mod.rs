@@ -87,8 +87,8 @@ pub struct ServeArgs {
     /// and an image no tiling fits is refused with 413. Default: the memory the smallest
     /// device has when the server starts (available RAM on cpu, the adapter's memory on
     /// vulkan and cuda), divided among --jobs-per-device; on wgpu, whose runtime reports no
-    /// memory size, jobs are planned only with this option. A job's own *_tiled options are kept; the networks
-    /// stay resident (loaded once for every job).
+    /// memory size, jobs are planned only with this option. A job's own *_tiled options are
+    /// kept; the networks stay resident (loaded once for every job).
     #[arg(long, value_name = "SIZE", value_parser = crate::cli::restore::parse_size)]
     max_memory: Option<u64>,
     #[command(flatten)]

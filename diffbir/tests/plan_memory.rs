@@ -394,9 +394,9 @@ fn estimates_lie_above_measured_peaks_within_the_margin() {
     ]);
 }
 
-/// The whole sweep: 39 restorations, most of an hour.
+/// The whole sweep: 39 restorations, about an hour and a half on two cores.
 #[test]
-#[ignore = "39 restorations: most of an hour"]
+#[ignore = "39 restorations: about an hour and a half"]
 fn estimates_lie_above_measured_peaks_for_every_task_and_precision() {
     run_all(&sweep());
 }
